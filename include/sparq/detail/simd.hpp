@@ -1,0 +1,104 @@
+#pragma once
+/// \file detail/simd.hpp
+/// The SIMD vocabulary of the kernels: one fp32 batch type for the arch the user's compiler
+/// flags select (xsimd::default_arch), widening loads from f32/f16/bf16 storage, and the few
+/// reductions the kernels need. With SPARQ_NO_SIMD (or no xsimd-supported arch) the kernels
+/// compile their scalar loops only.
+///
+/// Flag tiers: x86-64 (SSE2, 4 lanes; f16 widened in scalar code), x86-64-v3 (AVX2 + FMA +
+/// F16C, 8 lanes), x86-64-v4 or native on AVX-512 machines (16 lanes), aarch64 (NEON, 4 lanes).
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "../dtype.hpp"
+
+#if !defined(SPARQ_NO_SIMD)
+#include <xsimd/xsimd.hpp>
+#if defined(__SSE2__) || defined(__ARM_NEON) || defined(__aarch64__)
+#define SPARQ_SIMD 1
+#endif
+#endif
+#if !defined(SPARQ_SIMD)
+#define SPARQ_SIMD 0
+#endif
+
+#if SPARQ_SIMD && (defined(__SSE2__) || defined(__x86_64__))
+#include <immintrin.h>
+#elif SPARQ_SIMD && defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+namespace sparq::detail {
+
+#if SPARQ_SIMD
+using arch = xsimd::default_arch;
+using fbatch = xsimd::batch<float, arch>;
+inline constexpr std::size_t lanes = fbatch::size;
+
+/// Loads `lanes` consecutive elements of storage type T, widened to fp32.
+inline fbatch load_widen(const float* p) noexcept { return fbatch::load_unaligned(p); }
+
+// Widening conversions by tier; lanes is 16 with AVX-512, 8 with AVX2, 4 with SSE/NEON.
+inline fbatch load_widen(const bf16* p) noexcept {
+  // bf16 is the top half of an fp32: zero-extend each 16-bit word to 32 bits, shift up.
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  static_assert(lanes == 16, "AVX-512 build expects 16 fp32 lanes");
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return fbatch(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+#elif defined(__AVX2__)
+  static_assert(lanes == 8, "AVX2 build expects 8 fp32 lanes");
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return fbatch(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+#elif defined(__aarch64__)
+  static_assert(lanes == 4, "NEON build expects 4 fp32 lanes");
+  const uint16x4_t h = vld1_u16(reinterpret_cast<const std::uint16_t*>(p));
+  return fbatch(vreinterpretq_f32_u32(vshll_n_u16(h, 16)));
+#else
+  static_assert(lanes == 4, "SSE2 build expects 4 fp32 lanes");
+  const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return fbatch(_mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h)));
+#endif
+}
+
+inline fbatch load_widen(const f16* p) noexcept {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  return fbatch(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#elif defined(__AVX2__) && defined(__F16C__)
+  return fbatch(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#elif defined(__aarch64__)
+  const uint16x4_t h = vld1_u16(reinterpret_cast<const std::uint16_t*>(p));
+  return fbatch(vcvt_f32_f16(vreinterpret_f16_u16(h)));
+#elif defined(__F16C__)
+  return fbatch(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#else
+  // No hardware half conversion on this tier (plain x86-64): widen in scalar code.
+  alignas(64) float tmp[lanes];
+  for (std::size_t i = 0; i < lanes; ++i) tmp[i] = to_float(p[i]);
+  return fbatch::load_aligned(tmp);
+#endif
+}
+
+inline float hsum(const fbatch& x) noexcept { return xsimd::hadd(x); }
+inline float hmax(const fbatch& x) noexcept {
+  alignas(64) float tmp[lanes];
+  x.store_aligned(tmp);
+  float m = tmp[0];
+  for (std::size_t i = 1; i < lanes; ++i) m = tmp[i] > m ? tmp[i] : m;
+  return m;
+}
+#else
+inline constexpr std::size_t lanes = 1;
+#endif
+
+/// Hints the cache to fetch the line holding p (a no-op where unsupported).
+inline void prefetch(const void* p) noexcept {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  (void)p;
+#endif
+}
+
+}  // namespace sparq::detail

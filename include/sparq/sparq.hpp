@@ -1,0 +1,18 @@
+#pragma once
+/// \file sparq.hpp
+/// Umbrella header: everything an engine needs for SparQ and dense decode attention.
+
+#include "config.hpp"
+#include "dense.hpp"
+#include "dtype.hpp"
+#include "error.hpp"
+#include "kv_cache.hpp"
+#include "stage1_scores.hpp"
+#include "stage2_attend.hpp"
+#include "stage3_reallocate.hpp"
+#include "step.hpp"
+#include "topk.hpp"
+#include "traffic.hpp"
+#include "version.hpp"
+#include "view.hpp"
+#include "workspace.hpp"

@@ -1,0 +1,160 @@
+#pragma once
+/// \file stage1_scores.hpp
+/// SparQ stage 1: choose the r query components i1 shared by a KV group, then approximate
+/// every position's score from those components of the dimension-major keys Kt, with the
+/// coverage temperature, and turn the scores into per-head softmax weights and their group sum.
+///
+/// Spec (docs/sparq-semantics.md, steps 1-2):
+///   a = sum_h |q_h|;  i1 = top-r of a (lower index wins ties)
+///   coverage_h = sum_{i in i1} |q_h[i]| / sum_i |q_h[i]|
+///   logit_h[s] = (sum_{i in i1} q_h[i] K[s][i]) * scale / sqrt(coverage_h)
+///   shat_h = softmax(logit_h);  sel = sum_h shat_h
+/// A head whose q is zero on i1 (coverage 0, every logit 0) uses temperature 1: its
+/// logits are all zero, so shat_h is uniform either way, and no 0/0 is formed.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include "detail/attend_kernel.hpp"
+#include "detail/simd.hpp"
+#include "topk.hpp"
+#include "traffic.hpp"
+#include "view.hpp"
+
+namespace sparq {
+
+/// Step 1. q: [g][d] fp32. Writes i1 (ascending, r entries) and returns nothing else.
+/// Scratch: a: [d] floats; order: [d] uint32; topk_scratch: top_k_scratch_bytes(d) bytes.
+inline void choose_components(const float* q, std::size_t g, std::size_t d, std::size_t r,
+                              float* a, std::uint32_t* order, void* topk_scratch,
+                              std::uint32_t* i1) noexcept {
+  for (std::size_t i = 0; i < d; ++i) a[i] = 0.0f;
+  for (std::size_t h = 0; h < g; ++h)
+    for (std::size_t i = 0; i < d; ++i) a[i] += std::fabs(q[h * d + i]);
+  const std::size_t n = top_k(a, d, r, order, topk_scratch);
+  for (std::size_t j = 0; j < n; ++j) i1[j] = order[j];
+}
+
+/// The per-head multiplier scale / sqrt(coverage_h) and the selected components of q:
+/// qs[h][j] = q_h[i1[j]] * scale / sqrt(coverage_h). qs: [g][r].
+inline void scaled_query_components(const float* q, std::size_t g, std::size_t d,
+                                    const std::uint32_t* i1, std::size_t r, float scale,
+                                    float* qs) noexcept {
+  for (std::size_t h = 0; h < g; ++h) {
+    const float* qh = q + h * d;
+    float total = 0.0f, seen = 0.0f;
+    for (std::size_t i = 0; i < d; ++i) total += std::fabs(qh[i]);
+    for (std::size_t j = 0; j < r; ++j) seen += std::fabs(qh[i1[j]]);
+    const float coverage = total > 0.0f ? seen / total : 1.0f;
+    const float mult = coverage > 0.0f ? scale / std::sqrt(coverage) : scale;
+    for (std::size_t j = 0; j < r; ++j) qs[h * r + j] = qh[i1[j]] * mult;
+  }
+}
+
+namespace detail {
+
+/// logits for heads [h0, h0+HB) at positions [s, s + NC*lanes) (or one scalar position when
+/// SIMD is off). Kt rows are read once per chunk for all HB heads.
+template <std::size_t HB, std::size_t NC, class T>
+inline void approx_chunk(const float* qs, std::size_t r, cols_view<const T> kt,
+                         const std::uint32_t* i1, std::size_t s, float* e, std::size_t ld,
+                         float* mx) noexcept {
+#if SPARQ_SIMD
+  fbatch acc[HB][NC];
+  for (std::size_t h = 0; h < HB; ++h)
+    for (std::size_t c = 0; c < NC; ++c) acc[h][c] = fbatch(0.0f);
+  for (std::size_t j = 0; j < r; ++j) {
+    const T* row = kt.dim_row(i1[j]) + s;
+    fbatch kv[NC];
+    for (std::size_t c = 0; c < NC; ++c) kv[c] = load_widen(row + c * lanes);
+    for (std::size_t h = 0; h < HB; ++h) {
+      const fbatch qq(qs[h * r + j]);
+      for (std::size_t c = 0; c < NC; ++c) acc[h][c] = xsimd::fma(qq, kv[c], acc[h][c]);
+    }
+  }
+  for (std::size_t h = 0; h < HB; ++h) {
+    fbatch m = fbatch(mx[h]);
+    for (std::size_t c = 0; c < NC; ++c) {
+      acc[h][c].store_unaligned(e + h * ld + s + c * lanes);
+      m = xsimd::max(m, acc[h][c]);
+    }
+    mx[h] = hmax(m);
+  }
+#else
+  (void)qs, (void)r, (void)kt, (void)i1, (void)s, (void)e, (void)ld, (void)mx;
+#endif
+}
+
+template <std::size_t HB, class T>
+inline void approx_tail(const float* qs, std::size_t r, cols_view<const T> kt,
+                        const std::uint32_t* i1, std::size_t s, float* e, std::size_t ld,
+                        float* mx) noexcept {
+  for (std::size_t h = 0; h < HB; ++h) {
+    float acc = 0.0f;
+    for (std::size_t j = 0; j < r; ++j) acc += qs[h * r + j] * to_float(kt.dim_row(i1[j])[s]);
+    e[h * ld + s] = acc;
+    mx[h] = acc > mx[h] ? acc : mx[h];
+  }
+}
+
+template <std::size_t NC, class T>
+inline void approx_chunk_heads(const float* qs, std::size_t g, std::size_t r,
+                               cols_view<const T> kt, const std::uint32_t* i1, std::size_t s,
+                               float* e, std::size_t ld, float* mx) noexcept {
+  std::size_t h = 0;
+  for (; h + 4 <= g; h += 4) approx_chunk<4, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h);
+  switch (g - h) {
+    case 3: approx_chunk<3, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h); break;
+    case 2: approx_chunk<2, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h); break;
+    case 1: approx_chunk<1, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h); break;
+    default: break;
+  }
+}
+
+}  // namespace detail
+
+/// Step 2 (scores part): approximate logits for positions [s0, s1) of g heads.
+/// qs: [g][r] from scaled_query_components; e: [g][ld] receives the logits; mx: [g] running
+/// maxima (initialise to -inf). Reads r rows of Kt over [s0, s1), once per group.
+template <class T, class Traffic = no_traffic>
+void approximate_logits(const float* qs, std::size_t g, std::size_t r, cols_view<const T> kt,
+                        const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
+                        std::size_t ld, float* mx, Traffic& traffic) noexcept {
+  if constexpr (Traffic::enabled)
+    for (std::size_t j = 0; j < r; ++j)
+      traffic.read(arena::kt, kt.dim_row(i1[j]) + s0, (s1 - s0) * sizeof(T));
+  std::size_t s = s0;
+#if SPARQ_SIMD
+  using detail::lanes;
+  for (; s + 2 * detail::lanes <= s1; s += 2 * lanes)
+    detail::approx_chunk_heads<2>(qs, g, r, kt, i1, s, e, ld, mx);
+  for (; s + lanes <= s1; s += lanes) detail::approx_chunk_heads<1>(qs, g, r, kt, i1, s, e, ld, mx);
+#endif
+  for (; s < s1; ++s)
+    for (std::size_t h = 0; h < g; ++h)
+      detail::approx_tail<1>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h);
+}
+
+/// Step 2 (softmax part): e[h][0..S) <- exp(e - mx[h]); z[h] = sum; sel[s] = sum_h e[h][s]/z[h].
+/// e, z: unnormalised weights kept for stage 3 (shat_h = e[h] / z[h]).
+inline void softmax_group(float* e, std::size_t g, std::size_t S, std::size_t ld, const float* mx,
+                          float* z, float* sel) noexcept {
+  for (std::size_t h = 0; h < g; ++h) z[h] = detail::exp_shift_sum(e + h * ld, S, mx[h]);
+  for (std::size_t s = 0; s < S; ++s) sel[s] = 0.0f;
+  for (std::size_t h = 0; h < g; ++h) {
+    const float inv = 1.0f / z[h];
+    const float* eh = e + h * ld;
+    std::size_t s = 0;
+#if SPARQ_SIMD
+    const detail::fbatch iv(inv);
+    for (; s + detail::lanes <= S; s += detail::lanes)
+      xsimd::fma(detail::fbatch::load_unaligned(eh + s), iv, detail::fbatch::load_unaligned(sel + s))
+          .store_unaligned(sel + s);
+#endif
+    for (; s < S; ++s) sel[s] += eh[s] * inv;
+  }
+}
+
+}  // namespace sparq
