@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command: installs missing dependencies, then
+#   1. Release build (native SIMD tier) + all tests,
+#   2. Debug build with AddressSanitizer + UndefinedBehaviorSanitizer + all tests,
+#   3. consumer projects: find_package(sparq) after install, and add_subdirectory.
+# Usage: bash scripts/test.sh        (build trees go to ./_build/)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash scripts/install-deps.sh
+jobs=${SPARQ_JOBS:-2}
+out="$root/_build"
+mkdir -p "$out"
+
+echo "== [1/3] Release build and tests"
+cmake -S . -B "$out/release" -DCMAKE_BUILD_TYPE=Release -DSPARQ_BUILD_BENCHMARKS=ON
+cmake --build "$out/release" -j"$jobs"
+ctest --test-dir "$out/release" --output-on-failure -j"$jobs"
+
+echo "== [2/3] Debug build with ASan + UBSan and tests"
+san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
+cmake -S . -B "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF \
+  -DSPARQ_BUILD_EXAMPLES=OFF -DCMAKE_CXX_FLAGS="$san -O1" -DCMAKE_EXE_LINKER_FLAGS="$san"
+cmake --build "$out/asan" -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir "$out/asan" --output-on-failure -j"$jobs" -E 'dhat|tiny_lm'
+
+echo "== [3/3] Consumer projects"
+rm -rf "$out/prefix"
+cmake --install "$out/release" --prefix "$out/prefix"
+if find "$out/prefix" -path '*test*' -o -path '*bench*' | grep -q .; then
+  echo "install tree contains test or bench files:"; find "$out/prefix" -path '*test*' -o -path '*bench*'
+  exit 1
+fi
+cmake -S tests/consumer/find_package -B "$out/consumer-find" -DCMAKE_PREFIX_PATH="$out/prefix"
+cmake --build "$out/consumer-find" -j"$jobs"
+"$out/consumer-find/consumer"
+cmake -S tests/consumer/add_subdirectory -B "$out/consumer-subdir" -DSPARQ_SOURCE_DIR="$root"
+cmake --build "$out/consumer-subdir" -j"$jobs"
+"$out/consumer-subdir/consumer"
+echo "== all test stages passed"
