@@ -1,0 +1,237 @@
+// tiny_lm: runs tiny-code-lm byte by byte with a KV cache (decode style) and reports bits per
+// byte, or checks the model README's reference logits.
+//
+//   tiny_lm MODEL_DIR [TEXT_FILE] [--check-reference] [--max-tokens N]
+
+#include "attention.hpp"
+#include "model.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace {
+
+using tiny_lm::attention_backend;
+using tiny_lm::model;
+using tiny_lm::vector;
+
+struct run_result {
+    double bits_per_byte = 0.0;  ///< mean next-byte cross entropy / ln 2 over positions 0..n-2
+    int tokens = 0;              ///< tokens decoded
+    double seconds = 0.0;        ///< wall time of the decode loop
+};
+
+/// Feeds `bytes` one token at a time from position 0 (after resetting `attn`), calling
+/// `on_logits(position, logits)` after each token.
+run_result run_sequence(model& m, attention_backend& attn, const std::vector<std::uint8_t>& bytes,
+                        const std::function<void(int, const vector&)>& on_logits = {}) {
+    attn.reset();
+    run_result r;
+    double nll = 0.0;  // nats; double because it sums thousands of terms
+    const auto start = std::chrono::steady_clock::now();
+    const int n = static_cast<int>(bytes.size());
+    for (int pos = 0; pos < n; ++pos) {
+        const vector& logits = m.forward(bytes[static_cast<std::size_t>(pos)], pos, attn);
+        if (on_logits) on_logits(pos, logits);
+        if (pos + 1 < n) {
+            // -log softmax(logits)[next], via log-sum-exp around the max.
+            const double mx = logits.maxCoeff();
+            double sum = 0.0;
+            for (Eigen::Index i = 0; i < logits.size(); ++i) sum += std::exp(logits[i] - mx);
+            nll += mx + std::log(sum) - logits[bytes[static_cast<std::size_t>(pos) + 1]];
+        }
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    r.tokens = n;
+    r.bits_per_byte = n > 1 ? nll / (n - 1) / std::log(2.0) : 0.0;
+    return r;
+}
+
+// ---- --check-reference: the table in the model README -------------------------------------
+
+constexpr char reference_text[] =
+    "def fibonacci(n):\n    if n < 2:\n        return n\n"
+    "    return fibonacci(n - 1) + fibonacci(n - 2)\n";
+static_assert(sizeof(reference_text) - 1 == 96, "the README's reference text is 96 bytes");
+
+struct reference_row {
+    int position;
+    float logit_space;  // logit[32]
+    float logit_e;      // logit[101]
+    std::array<int, 3> top_bytes;
+    std::array<float, 3> top_logits;
+};
+
+constexpr reference_row reference_rows[] = {
+    {0, 2.9396f, 3.5352f, {101, 32, 105}, {3.5352f, 2.9396f, 2.4596f}},
+    {1, 2.5702f, -0.0878f, {102, 110, 114}, {4.2307f, 3.6946f, 3.5767f}},
+    {2, 5.7937f, -0.2980f, {32, 97, 105}, {5.7937f, 4.4098f, 3.0859f}},
+    {15, 9.2704f, -2.4028f, {58, 32, 10}, {13.3665f, 9.2704f, 6.1629f}},
+    {95, 6.9717f, 2.5335f, {10, 32, 0}, {10.3605f, 6.9717f, 6.7495f}},
+};
+constexpr double reference_bits_per_byte = 0.9272;
+constexpr double logit_tolerance = 2e-3;  // the README rounds to 1e-4; fp32 summation order adds more
+constexpr double bpb_tolerance = 1e-3;
+
+/// Indices of the three largest logits, largest first; the lower byte wins exact ties.
+std::array<int, 3> top3(const vector& logits) {
+    std::vector<int> idx(static_cast<std::size_t>(logits.size()));
+    for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int>(i);
+    std::partial_sort(idx.begin(), idx.begin() + 3, idx.end(), [&](int a, int b) {
+        return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    return {idx[0], idx[1], idx[2]};
+}
+
+int check_reference(model& m, attention_backend& attn) {
+    const std::vector<std::uint8_t> bytes(reference_text, reference_text + 96);
+    std::vector<vector> captured(std::size(reference_rows));
+    const run_result r = run_sequence(m, attn, bytes, [&](int pos, const vector& logits) {
+        for (std::size_t i = 0; i < std::size(reference_rows); ++i)
+            if (reference_rows[i].position == pos) captured[i] = logits;
+    });
+
+    int failures = 0;
+    std::printf("tiny_lm reference check (README fibonacci text, 96 bytes, dense fp32 attention)\n");
+    std::printf("%-4s %-14s %12s %12s %10s  %s\n", "pos", "quantity", "expected", "got", "|diff|",
+                "result");
+    auto row = [&](int pos, const std::string& what, double expected, double got, double tol) {
+        const double diff = std::fabs(expected - got);
+        const bool ok = diff <= tol;  // NaN fails
+        failures += ok ? 0 : 1;
+        std::printf("%-4d %-14s %12.4f %12.4f %10.2e  %s\n", pos, what.c_str(), expected, got, diff,
+                    ok ? "PASS" : "FAIL");
+    };
+    for (std::size_t i = 0; i < std::size(reference_rows); ++i) {
+        const reference_row& ref = reference_rows[i];
+        const vector& logits = captured[i];
+        row(ref.position, "logit[32]", ref.logit_space, logits[32], logit_tolerance);
+        row(ref.position, "logit[101]", ref.logit_e, logits[101], logit_tolerance);
+        const std::array<int, 3> top = top3(logits);
+        for (int j = 0; j < 3; ++j) {
+            const bool same_byte = top[static_cast<std::size_t>(j)] == ref.top_bytes[static_cast<std::size_t>(j)];
+            failures += same_byte ? 0 : 1;
+            std::printf("%-4d %-14s %12d %12d %10s  %s\n", ref.position,
+                        ("top" + std::to_string(j + 1) + " byte").c_str(),
+                        ref.top_bytes[static_cast<std::size_t>(j)], top[static_cast<std::size_t>(j)],
+                        "", same_byte ? "PASS" : "FAIL");
+            // Compare the logit of the expected byte, so a swapped near-tie is reported once
+            // (as a byte mismatch) rather than also as two logit mismatches.
+            row(ref.position, "top" + std::to_string(j + 1) + " logit",
+                ref.top_logits[static_cast<std::size_t>(j)],
+                logits[ref.top_bytes[static_cast<std::size_t>(j)]], logit_tolerance);
+        }
+    }
+    const double diff = std::fabs(r.bits_per_byte - reference_bits_per_byte);
+    const bool bpb_ok = diff <= bpb_tolerance;
+    failures += bpb_ok ? 0 : 1;
+    std::printf("%-4s %-14s %12.4f %12.4f %10.2e  %s\n", "all", "bits/byte", reference_bits_per_byte,
+                r.bits_per_byte, diff, bpb_ok ? "PASS" : "FAIL");
+    std::printf("reference check: %s (%d failure%s; tolerances: logits %.0e, bits/byte %.0e)\n",
+                failures ? "FAIL" : "PASS", failures, failures == 1 ? "" : "s", logit_tolerance,
+                bpb_tolerance);
+    return failures ? 1 : 0;
+}
+
+// ---- command line --------------------------------------------------------------------------
+
+void usage(const char* argv0) {
+    std::fprintf(stderr,
+                 "usage: %s MODEL_DIR [TEXT_FILE] [--check-reference] [--max-tokens N]\n"
+                 "  TEXT_FILE          bytes to score: prints bits per byte and decode tokens/s\n"
+                 "  --check-reference  compare logits with the model README's table (exit 1 on mismatch)\n"
+                 "  --max-tokens N     score only the first N bytes of TEXT_FILE (default: up to ctx)\n",
+                 argv0);
+}
+
+std::vector<std::uint8_t> read_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error(path + ": cannot open file");
+    return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string model_dir, text_file;
+    bool check = false;
+    long max_tokens = -1;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--check-reference") {
+            check = true;
+        } else if (a == "--max-tokens") {
+            if (i + 1 >= argc) {
+                usage(argv[0]);
+                return 2;
+            }
+            char* end = nullptr;
+            max_tokens = std::strtol(argv[++i], &end, 10);
+            if (*end != '\0' || max_tokens <= 0) {
+                std::fprintf(stderr, "--max-tokens needs a positive integer, got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (a == "-h" || a == "--help") {
+            usage(argv[0]);
+            return 0;
+        } else if (!a.empty() && a[0] == '-') {
+            std::fprintf(stderr, "unknown option '%s'\n", a.c_str());
+            usage(argv[0]);
+            return 2;
+        } else if (model_dir.empty()) {
+            model_dir = a;
+        } else if (text_file.empty()) {
+            text_file = a;
+        } else {
+            usage(argv[0]);
+            return 2;
+        }
+    }
+    if (model_dir.empty() || (!check && text_file.empty())) {
+        usage(argv[0]);
+        return 2;
+    }
+
+    try {
+        const auto t0 = std::chrono::steady_clock::now();
+        model m = model::load(model_dir);
+        const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const int ctx = m.config().ctx;
+        std::printf("loaded %s in %.2f s (%d layers, d_model %d, %d/%d heads, ctx %d)\n",
+                    model_dir.c_str(), load_s, m.config().n_layers, m.config().d_model,
+                    m.config().n_heads, m.config().n_kv_heads, ctx);
+        tiny_lm::dense_attention attn(m.attention_shape_for(ctx));
+
+        int status = 0;
+        if (check) status = check_reference(m, attn);
+        if (!text_file.empty()) {
+            std::vector<std::uint8_t> bytes = read_bytes(text_file);
+            const std::size_t given = bytes.size();
+            std::size_t limit = static_cast<std::size_t>(ctx);
+            if (max_tokens > 0) limit = std::min(limit, static_cast<std::size_t>(max_tokens));
+            if (bytes.size() > limit) bytes.resize(limit);
+            if (given > static_cast<std::size_t>(ctx) && (max_tokens < 0 || max_tokens > ctx))
+                std::fprintf(stderr, "note: %s has %zu bytes; scoring the first %d (the model's ctx)\n",
+                             text_file.c_str(), given, ctx);
+            if (bytes.size() < 2) throw std::runtime_error(text_file + ": need at least 2 bytes");
+            const run_result r = run_sequence(m, attn, bytes);
+            std::printf("%s: %d bytes, bits per byte %.4f, %.2f s, %.1f tokens/s (dense attention)\n",
+                        text_file.c_str(), r.tokens, r.bits_per_byte, r.seconds, r.tokens / r.seconds);
+        }
+        return status;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "tiny_lm: error: %s\n", e.what());
+        return 1;
+    }
+}
