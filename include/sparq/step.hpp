@@ -35,6 +35,9 @@ struct step_result {
   const std::uint32_t* components = nullptr; ///< i1, ascending (nullptr when k >= S)
   std::size_t n_components = 0;              ///< r (0 when k >= S)
   const float* alpha = nullptr;              ///< [g] fetched approximate mass per head
+  /// [g] natural-log log-sum-exp of the exact scaled logits over i2 (before reallocation);
+  /// with out, the mergeable state of this segment (see merge.hpp).
+  const float* lse = nullptr;
 };
 
 /// q: [group][d] fp32, the query heads that share this KV head; out: [group][d] fp32.
@@ -51,13 +54,14 @@ step_result step(const float* q, std::size_t group, kv_head_view<const T> kv, co
   auto u32 = [&](std::size_t off) { return reinterpret_cast<std::uint32_t*>(base + off); };
   std::uint32_t* positions = u32(L.positions);
   float* alpha = f32(L.alpha);
+  float* lse = f32(L.lse);
 
   if (cfg.top_k >= S) {
     traffic.begin(stage::attend);
     for (std::size_t s = 0; s < S; ++s) positions[s] = static_cast<std::uint32_t>(s);
-    attend_positions(q, g, kv.k, kv.v, positions, S, scale, f32(L.attend), out, nullptr, traffic);
+    attend_positions(q, g, kv.k, kv.v, positions, S, scale, f32(L.attend), out, lse, traffic);
     for (std::size_t h = 0; h < g; ++h) alpha[h] = 1.0f;
-    return {positions, S, nullptr, 0, alpha};
+    return {positions, S, nullptr, 0, alpha, lse};
   }
 
   // Stage 1: components, approximate logits, per-head softmax and the group sum.
@@ -76,7 +80,7 @@ step_result step(const float* q, std::size_t group, kv_head_view<const T> kv, co
   // Stage 2: positions, then exact attention over them.
   traffic.begin(stage::attend);
   const std::size_t n = choose_positions(sel, S, cfg.top_k, cfg.local, positions, base + L.topk);
-  attend_positions(q, g, kv.k, kv.v, positions, n, scale, f32(L.attend), out, nullptr, traffic);
+  attend_positions(q, g, kv.k, kv.v, positions, n, scale, f32(L.attend), out, lse, traffic);
 
   // Stage 3: fetched mass and reallocation.
   traffic.begin(stage::reallocate);
@@ -85,7 +89,7 @@ step_result step(const float* q, std::size_t group, kv_head_view<const T> kv, co
     traffic.read(arena::v_mean, kv.v_mean, d * sizeof(float));
     reallocate(out, g, d, alpha, kv.v_mean);
   }
-  return {positions, n, i1, r, alpha};
+  return {positions, n, i1, r, alpha, lse};
 }
 
 template <class T>

@@ -29,7 +29,7 @@ namespace detail {
 struct step_layout {
   std::size_t ld = 0;  // row stride of e, in floats
   std::size_t a = 0, order = 0, i1 = 0, qs = 0, topk = 0, e = 0, mx = 0, z = 0, sel = 0,
-              positions = 0, attend = 0, alpha = 0, bytes = 0;
+              positions = 0, attend = 0, alpha = 0, lse = 0, bytes = 0;
 
   step_layout(std::size_t g, std::size_t S, std::size_t d, std::size_t r) noexcept {
     ld = align_up(S, 16);
@@ -51,6 +51,7 @@ struct step_layout {
     positions = take(S * 4);
     attend = take(attend_scratch_floats(g, d) * 4);
     alpha = take(g * 4);
+    lse = take(g * 4);
     bytes = at + 64;  // slack for aligning the caller's base
   }
 };
