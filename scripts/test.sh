@@ -2,7 +2,10 @@
 # The test command: installs missing dependencies, then
 #   1. Release build (native SIMD tier) + all tests,
 #   2. Debug build with AddressSanitizer + UndefinedBehaviorSanitizer + all tests,
-#   3. consumer projects: find_package(sparq) after install, and add_subdirectory.
+#   3. consumer projects: find_package(sparq) after install, and add_subdirectory,
+#   4. the other SIMD tiers (x86-64-v3 = AVX2, x86-64 = SSE2, scalar) build and pass the
+#      tests; the AVX2 binaries contain no AVX-512 instruction (checked by disassembly),
+#   5. libFuzzer targets (clang, ASan + UBSan), SPARQ_FUZZ_SECONDS each (default 60).
 # Usage: bash scripts/test.sh        (build trees go to ./_build/)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,12 +15,12 @@ jobs=${SPARQ_JOBS:-2}
 out="$root/_build"
 mkdir -p "$out"
 
-echo "== [1/3] Release build and tests"
+echo "== [1/5] Release build and tests"
 cmake -S . -B "$out/release" -DCMAKE_BUILD_TYPE=Release -DSPARQ_BUILD_BENCHMARKS=ON
 cmake --build "$out/release" -j"$jobs"
 ctest --test-dir "$out/release" --output-on-failure -j"$jobs"
 
-echo "== [2/3] Debug build with ASan + UBSan and tests"
+echo "== [2/5] Debug build with ASan + UBSan and tests"
 san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 cmake -S . -B "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF \
   -DSPARQ_BUILD_EXAMPLES=OFF -DCMAKE_CXX_FLAGS="$san -O1" -DCMAKE_EXE_LINKER_FLAGS="$san"
@@ -25,7 +28,7 @@ cmake --build "$out/asan" -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir "$out/asan" --output-on-failure -j"$jobs" -E 'dhat|tiny_lm'
 
-echo "== [3/3] Consumer projects"
+echo "== [3/5] Consumer projects"
 rm -rf "$out/prefix"
 cmake --install "$out/release" --prefix "$out/prefix"
 if find "$out/prefix" -path '*test*' -o -path '*bench*' | grep -q .; then
@@ -38,4 +41,23 @@ cmake --build "$out/consumer-find" -j"$jobs"
 cmake -S tests/consumer/add_subdirectory -B "$out/consumer-subdir" -DSPARQ_SOURCE_DIR="$root"
 cmake --build "$out/consumer-subdir" -j"$jobs"
 "$out/consumer-subdir/consumer"
+
+echo "== [4/5] SIMD tiers"
+for arch in x86-64-v3 x86-64 scalar; do
+  cmake -S . -B "$out/tier-$arch" -DCMAKE_BUILD_TYPE=Release -DSPARQ_ARCH="$arch" \
+    -DSPARQ_BUILD_BENCHMARKS=OFF -DSPARQ_BUILD_EXAMPLES=OFF
+  cmake --build "$out/tier-$arch" -j"$jobs"
+  ctest --test-dir "$out/tier-$arch" --output-on-failure -j"$jobs" -E 'dhat'
+done
+# An AVX2 build must never execute AVX-512: no zmm/k-mask register may appear in its code.
+for bin in "$out"/tier-x86-64-v3/tests/test_*; do
+  [ -x "$bin" ] || continue
+  if objdump -d --no-show-raw-insn "$bin" | grep -qE '%zmm|%k[0-7]\b'; then
+    echo "AVX-512 instruction found in AVX2 build: $bin"; exit 1
+  fi
+done
+echo "AVX2 tier binaries: no AVX-512 instructions"
+
+echo "== [5/5] fuzzing"
+bash scripts/fuzz.sh "${SPARQ_FUZZ_SECONDS:-60}"
 echo "== all test stages passed"
