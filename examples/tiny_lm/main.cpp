@@ -1,10 +1,15 @@
 // tiny_lm: runs tiny-code-lm byte by byte with a KV cache (decode style) and reports bits per
-// byte, or checks the model README's reference logits.
+// byte, or checks the model README's reference logits, with a choice of decode attention:
+// the example's own dense fp32 attention, sparq's dense_step, or SparQ (sparq::step).
 //
 //   tiny_lm MODEL_DIR [TEXT_FILE] [--check-reference] [--max-tokens N]
+//           [--attention dense|sparq-dense|sparq] [--kv-dtype f32|f16|bf16]
+//           [--rank R] [--top-k K | --top-k-frac F [--top-k-min M]]
+//           [--local L | --local-frac F] [--no-reallocate] [--compare-dense TOL]
 
 #include "attention.hpp"
 #include "model.hpp"
+#include "sparq_attention.hpp"
 
 #include <algorithm>
 #include <array>
@@ -17,6 +22,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -94,7 +100,7 @@ std::array<int, 3> top3(const vector& logits) {
     return {idx[0], idx[1], idx[2]};
 }
 
-int check_reference(model& m, attention_backend& attn) {
+int check_reference(model& m, attention_backend& attn, const std::string& attention_name) {
     const std::vector<std::uint8_t> bytes(reference_text, reference_text + 96);
     std::vector<vector> captured(std::size(reference_rows));
     const run_result r = run_sequence(m, attn, bytes, [&](int pos, const vector& logits) {
@@ -103,7 +109,8 @@ int check_reference(model& m, attention_backend& attn) {
     });
 
     int failures = 0;
-    std::printf("tiny_lm reference check (README fibonacci text, 96 bytes, dense fp32 attention)\n");
+    std::printf("tiny_lm reference check (README fibonacci text, 96 bytes, attention: %s)\n",
+                attention_name.c_str());
     std::printf("%-4s %-14s %12s %12s %10s  %s\n", "pos", "quantity", "expected", "got", "|diff|",
                 "result");
     auto row = [&](int pos, const std::string& what, double expected, double got, double tol) {
@@ -148,10 +155,24 @@ int check_reference(model& m, attention_backend& attn) {
 
 void usage(const char* argv0) {
     std::fprintf(stderr,
-                 "usage: %s MODEL_DIR [TEXT_FILE] [--check-reference] [--max-tokens N]\n"
+                 "usage: %s MODEL_DIR [TEXT_FILE] [--check-reference] [--max-tokens N] [options]\n"
                  "  TEXT_FILE          bytes to score: prints bits per byte and decode tokens/s\n"
                  "  --check-reference  compare logits with the model README's table (exit 1 on mismatch)\n"
-                 "  --max-tokens N     score only the first N bytes of TEXT_FILE (default: up to ctx)\n",
+                 "  --max-tokens N     score only the first N bytes of TEXT_FILE (default: up to ctx)\n"
+                 "attention:\n"
+                 "  --attention A      dense (the example's fp32 Eigen attention, default),\n"
+                 "                     sparq-dense (sparq::dense_step over a sparq::kv_cache),\n"
+                 "                     sparq (sparq::step: SparQ attention)\n"
+                 "  --kv-dtype T       f32 (default), f16 or bf16: sparq KV cache storage\n"
+                 "  --rank R           SparQ r, query components for approximate scores (default 16)\n"
+                 "  --top-k K          SparQ k, positions gathered (default 128)\n"
+                 "  --top-k-frac F     k = clamp(round(F*S), --top-k-min, S) at each step (S grows)\n"
+                 "  --top-k-min M      lower bound for k with --top-k-frac (default 1)\n"
+                 "  --local L          SparQ l, most recent positions always gathered (clamped to k)\n"
+                 "  --local-frac F     l = floor(F*k) at each step (default 0.25, the paper's k/4)\n"
+                 "  --no-reallocate    turn off SparQ's mean-value reallocation\n"
+                 "  --compare-dense T  also score TEXT_FILE with the dense backend; exit 1 if the\n"
+                 "                     bits per byte differ by more than T\n",
                  argv0);
 }
 
@@ -167,10 +188,85 @@ int main(int argc, char** argv) {
     std::string model_dir, text_file;
     bool check = false;
     long max_tokens = -1;
+    std::string attention = "dense";
+    std::string dtype_arg = "f32";
+    tiny_lm::sparq_settings settings;
+    double compare_tol = -1.0;
+    // Option values: each returns false (after printing why) on a bad or missing value.
+    auto value = [&](int& i, const std::string& name) -> const char* {
+        if (i + 1 >= argc) {
+            std::fprintf(stderr, "%s needs a value\n", name.c_str());
+            return nullptr;
+        }
+        return argv[++i];
+    };
+    auto parse_size = [&](int& i, const std::string& name, std::size_t min, std::size_t& out) {
+        const char* v = value(i, name);
+        if (!v) return false;
+        char* end = nullptr;
+        const long long x = std::strtoll(v, &end, 10);
+        if (*end != '\0' || end == v || x < static_cast<long long>(min)) {
+            std::fprintf(stderr, "%s needs an integer >= %zu, got '%s'\n", name.c_str(), min, v);
+            return false;
+        }
+        out = static_cast<std::size_t>(x);
+        return true;
+    };
+    auto parse_frac = [&](int& i, const std::string& name, double lo, bool lo_open, double& out) {
+        const char* v = value(i, name);
+        if (!v) return false;
+        char* end = nullptr;
+        const double x = std::strtod(v, &end);
+        if (*end != '\0' || end == v || !(x <= 1.0) || x < lo || (lo_open && x == lo)) {
+            std::fprintf(stderr, "%s needs a number in %s%g, 1], got '%s'\n", name.c_str(),
+                         lo_open ? "(" : "[", lo, v);
+            return false;
+        }
+        out = x;
+        return true;
+    };
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
+        bool ok = true;
         if (a == "--check-reference") {
             check = true;
+        } else if (a == "--attention") {
+            const char* v = value(i, a);
+            ok = v != nullptr;
+            if (ok) attention = v;
+        } else if (a == "--kv-dtype") {
+            const char* v = value(i, a);
+            ok = v != nullptr;
+            if (ok) dtype_arg = v;
+        } else if (a == "--rank") {
+            ok = parse_size(i, a, 1, settings.rank);
+        } else if (a == "--top-k") {
+            ok = parse_size(i, a, 1, settings.top_k);
+            settings.top_k_frac = 0.0;
+        } else if (a == "--top-k-frac") {
+            ok = parse_frac(i, a, 0.0, true, settings.top_k_frac);
+        } else if (a == "--top-k-min") {
+            ok = parse_size(i, a, 1, settings.top_k_min);
+        } else if (a == "--local") {
+            std::size_t l = 0;
+            ok = parse_size(i, a, 0, l);
+            settings.local = static_cast<long>(l);
+        } else if (a == "--local-frac") {
+            ok = parse_frac(i, a, 0.0, false, settings.local_frac);
+            settings.local = -1;
+        } else if (a == "--no-reallocate") {
+            settings.reallocate = false;
+        } else if (a == "--compare-dense") {
+            const char* v = value(i, a);
+            ok = v != nullptr;
+            if (ok) {
+                char* end = nullptr;
+                compare_tol = std::strtod(v, &end);
+                if (*end != '\0' || end == v || !(compare_tol >= 0.0)) {
+                    std::fprintf(stderr, "--compare-dense needs a tolerance >= 0, got '%s'\n", v);
+                    ok = false;
+                }
+            }
         } else if (a == "--max-tokens") {
             if (i + 1 >= argc) {
                 usage(argv[0]);
@@ -197,9 +293,32 @@ int main(int argc, char** argv) {
             usage(argv[0]);
             return 2;
         }
+        if (!ok) return 2;
     }
     if (model_dir.empty() || (!check && text_file.empty())) {
         usage(argv[0]);
+        return 2;
+    }
+    if (attention != "dense" && attention != "sparq-dense" && attention != "sparq") {
+        std::fprintf(stderr, "--attention must be dense, sparq-dense or sparq, got '%s'\n", attention.c_str());
+        return 2;
+    }
+    tiny_lm::kv_dtype dtype = tiny_lm::kv_dtype::f32;
+    if (dtype_arg == "f16") {
+        dtype = tiny_lm::kv_dtype::f16;
+    } else if (dtype_arg == "bf16") {
+        dtype = tiny_lm::kv_dtype::bf16;
+    } else if (dtype_arg != "f32") {
+        std::fprintf(stderr, "--kv-dtype must be f32, f16 or bf16, got '%s'\n", dtype_arg.c_str());
+        return 2;
+    }
+    if (attention == "dense" && dtype != tiny_lm::kv_dtype::f32) {
+        std::fprintf(stderr, "--attention dense stores its cache in f32; use sparq-dense for --kv-dtype %s\n",
+                     dtype_arg.c_str());
+        return 2;
+    }
+    if (compare_tol >= 0.0 && text_file.empty()) {
+        std::fprintf(stderr, "--compare-dense needs a TEXT_FILE\n");
         return 2;
     }
 
@@ -211,10 +330,30 @@ int main(int argc, char** argv) {
         std::printf("loaded %s in %.2f s (%d layers, d_model %d, %d/%d heads, ctx %d)\n",
                     model_dir.c_str(), load_s, m.config().n_layers, m.config().d_model,
                     m.config().n_heads, m.config().n_kv_heads, ctx);
-        tiny_lm::dense_attention attn(m.attention_shape_for(ctx));
+        const tiny_lm::attention_shape shape = m.attention_shape_for(ctx);
+        tiny_lm::dense_attention dense(shape);
+        std::unique_ptr<attention_backend> chosen;
+        std::string name = "dense (example, fp32)";
+        if (attention != "dense") {
+            chosen = tiny_lm::make_sparq_backend(attention, dtype, shape, settings);
+            name = attention + " kv " + dtype_arg;
+            if (attention == "sparq") {
+                char buf[256];
+                const std::string k = settings.top_k_frac > 0
+                                          ? "k=clamp(" + std::to_string(settings.top_k_frac).substr(0, 8) +
+                                                "*S, " + std::to_string(settings.top_k_min) + ", S)"
+                                          : "k=" + std::to_string(settings.top_k);
+                const std::string l = settings.local >= 0 ? "l=" + std::to_string(settings.local)
+                                                          : "l=" + std::to_string(settings.local_frac).substr(0, 6) + "*k";
+                std::snprintf(buf, sizeof buf, " r=%zu %s %s reallocate=%s", settings.rank, k.c_str(),
+                              l.c_str(), settings.reallocate ? "on" : "off");
+                name += buf;
+            }
+        }
+        attention_backend& attn = chosen ? *chosen : static_cast<attention_backend&>(dense);
 
         int status = 0;
-        if (check) status = check_reference(m, attn);
+        if (check) status = check_reference(m, attn, name);
         if (!text_file.empty()) {
             std::vector<std::uint8_t> bytes = read_bytes(text_file);
             const std::size_t given = bytes.size();
@@ -226,8 +365,21 @@ int main(int argc, char** argv) {
                              text_file.c_str(), given, ctx);
             if (bytes.size() < 2) throw std::runtime_error(text_file + ": need at least 2 bytes");
             const run_result r = run_sequence(m, attn, bytes);
-            std::printf("%s: %d bytes, bits per byte %.4f, %.2f s, %.1f tokens/s (dense attention)\n",
-                        text_file.c_str(), r.tokens, r.bits_per_byte, r.seconds, r.tokens / r.seconds);
+            std::printf("%s: %d bytes, bits per byte %.4f, %.2f s, %.1f tokens/s (%s)\n",
+                        text_file.c_str(), r.tokens, r.bits_per_byte, r.seconds, r.tokens / r.seconds,
+                        name.c_str());
+            if (const tiny_lm::transfer_tally* t = tiny_lm::transfers_of(attn))
+                std::printf("attention transfers: %.4f of dense (1/%.2f), elements per KV head summed over the run\n",
+                            t->ratio(), 1.0 / t->ratio());
+            if (compare_tol >= 0.0) {
+                const run_result d = run_sequence(m, dense, bytes);
+                const double diff = std::fabs(d.bits_per_byte - r.bits_per_byte);
+                const bool same = diff <= compare_tol;  // NaN fails
+                std::printf("compare with dense: dense %.6f, %s %.6f, |diff| %.2e, tolerance %.1e: %s\n",
+                            d.bits_per_byte, attention.c_str(), r.bits_per_byte, diff, compare_tol,
+                            same ? "PASS" : "FAIL");
+                if (!same) status = 1;
+            }
         }
         return status;
     } catch (const std::exception& e) {

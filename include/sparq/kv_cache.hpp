@@ -9,11 +9,21 @@
 /// 2 * ... without (keep_kt = false, dense-only use).
 /// v_mean is the mean of the values as stored (after rounding to T), updated on every append
 /// as mean += (v - mean) / n in fp32, never recomputed from the cache.
+///
+/// Allocation: every array comes from `Alloc` (rebound). An allocator that knows arenas
+/// (sparq::counting_allocator, anything with `with_arena(arena)`) gets one arena per array,
+/// so K, Kt, V and v_mean are tallied separately:
+///   sparq::allocation_stats stats;
+///   sparq::kv_cache<float, sparq::counting_allocator<float>> c(1, 8, 4096, 128, true,
+///                                                             sparq::counting_allocator<float>(stats));
+///   stats.live_bytes(sparq::arena::kt);  // 8*4096*128*4
+/// The per-sequence lengths (B size_t) are bookkeeping and use std::allocator.
 
 #include <cstddef>
 #include <memory>
 #include <vector>
 
+#include "counting_allocator.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
 #include "traffic.hpp"
@@ -24,6 +34,7 @@ namespace sparq {
 template <class T, class Alloc = std::allocator<T>>
 class kv_cache {
   static_assert(is_storage_type_v<T>, "kv_cache<T>: T must be float, sparq::f16 or sparq::bf16");
+  using value_alloc = typename std::allocator_traits<Alloc>::template rebind_alloc<T>;
   using float_alloc = typename std::allocator_traits<Alloc>::template rebind_alloc<float>;
 
  public:
@@ -31,7 +42,9 @@ class kv_cache {
   kv_cache(std::size_t batch, std::size_t kv_heads, std::size_t capacity, std::size_t head_dim,
            bool keep_kt = true, const Alloc& alloc = Alloc())
       : batch_(batch), heads_(kv_heads), cap_(capacity), d_(head_dim), keep_kt_(keep_kt),
-        k_(alloc), kt_(alloc), v_(alloc), v_mean_(float_alloc(alloc)), len_(batch, 0) {
+        alloc_(alloc), k_(allocator_for_arena<T>(alloc, arena::k)),
+        kt_(allocator_for_arena<T>(alloc, arena::kt)), v_(allocator_for_arena<T>(alloc, arena::v)),
+        v_mean_(allocator_for_arena<float>(alloc, arena::v_mean)), len_(batch, 0) {
     if (batch == 0) detail::fail("kv_cache: batch = 0; allowed: >= 1");
     if (kv_heads == 0) detail::fail("kv_cache: kv_heads = 0; allowed: >= 1");
     if (capacity == 0) detail::fail("kv_cache: capacity = 0; allowed: >= 1");
@@ -48,6 +61,8 @@ class kv_cache {
   std::size_t capacity() const noexcept { return cap_; }
   std::size_t head_dim() const noexcept { return d_; }
   bool has_kt() const noexcept { return keep_kt_; }
+  /// The allocator the cache was built with (each array holds a rebound copy of it).
+  Alloc get_allocator() const { return alloc_; }
   std::size_t length(std::size_t seq) const { return len_.at(seq); }
   /// Bytes held for K, Kt and V (storage), and for v_mean.
   std::size_t bytes() const noexcept {
@@ -144,7 +159,8 @@ class kv_cache {
 
   std::size_t batch_, heads_, cap_, d_;
   bool keep_kt_;
-  std::vector<T, Alloc> k_, kt_, v_;
+  Alloc alloc_;
+  std::vector<T, value_alloc> k_, kt_, v_;
   std::vector<float, float_alloc> v_mean_;
   std::vector<std::size_t> len_;
 };

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "detail/attend_kernel.hpp"
@@ -78,7 +79,7 @@ inline void approx_chunk(const float* qs, std::size_t r, cols_view<const T> kt,
     fbatch m = fbatch(mx[h]);
     for (std::size_t c = 0; c < NC; ++c) {
       acc[h][c].store_unaligned(e + h * ld + s + c * lanes);
-      m = xsimd::max(m, acc[h][c]);
+      m = vmax(m, acc[h][c]);
     }
     mx[h] = hmax(m);
   }
@@ -111,6 +112,34 @@ inline void approx_chunk_heads(const float* qs, std::size_t g, std::size_t r,
     case 1: approx_chunk<1, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h); break;
     default: break;
   }
+}
+
+/// sel[s] = sum_h e[h*ld + s] * f[h] for s in [s0, s1) (f[h]: that chunk's factor
+/// exp(m_chunk - m) / z for head h), and hist (topk_buckets entries, overwritten) = the
+/// bucket counts of sel[s] for s in [s0, min(s1, rest)). Reads e once; never allocates.
+inline void sel_histogram(const float* e, std::size_t g, std::size_t ld, const float* f,
+                          std::size_t s0, std::size_t s1, std::size_t rest, float* sel,
+                          std::uint32_t* hist) noexcept {
+  std::size_t s = s0;
+#if SPARQ_SIMD
+  for (; s + lanes <= s1; s += lanes) {
+    fbatch acc(0.0f);
+    for (std::size_t h = 0; h < g; ++h)
+      acc = xsimd::fma(fbatch::load_unaligned(e + h * ld + s), fbatch(f[h]), acc);
+    acc.store_unaligned(sel + s);
+  }
+#endif
+  for (; s < s1; ++s) {
+    float acc = 0.0f;
+    for (std::size_t h = 0; h < g; ++h) acc += e[h * ld + s] * f[h];
+    sel[s] = acc;
+  }
+  alignas(64) std::uint32_t h2[topk_buckets];
+  std::memset(hist, 0, topk_buckets * sizeof(std::uint32_t));
+  std::memset(h2, 0, sizeof h2);
+  const std::size_t e1 = s1 < rest ? s1 : rest;
+  if (e1 > s0) histogram_keys(sel + s0, e1 - s0, hist, h2);
+  for (std::size_t b = 0; b < topk_buckets; ++b) hist[b] += h2[b];
 }
 
 }  // namespace detail

@@ -18,6 +18,10 @@
 
 #include "dtype.hpp"
 
+#if defined(__AVX512F__) && !defined(SPARQ_NO_SIMD)
+#include <immintrin.h>
+#endif
+
 namespace sparq {
 
 namespace detail {
@@ -31,6 +35,96 @@ inline std::uint32_t order_key(float x) noexcept {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 inline std::size_t align_up(std::size_t n, std::size_t a) noexcept { return (n + a - 1) / a * a; }
+inline constexpr int topk_shift = 32 - topk_bucket_bits;
+inline std::uint32_t bucket_of(float x) noexcept { return order_key(x) >> topk_shift; }
+
+#if defined(__AVX512F__) && !defined(SPARQ_NO_SIMD)
+#define SPARQ_TOPK_AVX512 1
+/// order_key of 16 floats.
+inline __m512i order_key16(__m512 v) noexcept {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i flip =
+      _mm512_or_si512(_mm512_srai_epi32(u, 31), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+      _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_maskz_mov_epi32(static_cast<__mmask16>(~nan), _mm512_xor_si512(u, flip));
+}
+#else
+#define SPARQ_TOPK_AVX512 0
+#endif
+
+/// hist[bucket_of(x[i])]++ for i in [0, n). Two interleaved copies (hist and hist2) break the
+/// store-to-load chains that repeated buckets cause; the caller sums them.
+inline void histogram_keys(const float* x, std::size_t n, std::uint32_t* hist,
+                           std::uint32_t* hist2) noexcept {
+  std::size_t i = 0;
+#if SPARQ_TOPK_AVX512
+  alignas(64) std::uint32_t kb[16];
+  for (; i + 16 <= n; i += 16) {
+    _mm512_store_si512(reinterpret_cast<__m512i*>(kb),
+                       _mm512_srli_epi32(order_key16(_mm512_loadu_ps(x + i)), topk_shift));
+    for (int j = 0; j < 16; j += 2) {
+      ++hist[kb[j]];
+      ++hist2[kb[j + 1]];
+    }
+  }
+#endif
+  for (; i + 2 <= n; i += 2) {
+    ++hist[bucket_of(x[i])];
+    ++hist2[bucket_of(x[i + 1])];
+  }
+  for (; i < n; ++i) ++hist[bucket_of(x[i])];
+}
+
+/// Writes every i in [s0, s1) with bucket_of(x[i]) >= bucket to out, ascending; returns the
+/// count. (AVX-512: compare and compress-store 16 indices at a time.)
+inline std::size_t collect_at_or_above(const float* x, std::size_t s0, std::size_t s1,
+                                       std::uint32_t bucket, std::uint32_t* out) noexcept {
+  std::size_t m = 0, i = s0;
+#if SPARQ_TOPK_AVX512
+  const __m512i lo = _mm512_set1_epi32(static_cast<int>(bucket << topk_shift));
+  __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(s0)),
+                                 _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  const __m512i sixteen = _mm512_set1_epi32(16);
+  for (; i + 16 <= s1; i += 16) {
+    const __mmask16 k = _mm512_cmpge_epu32_mask(order_key16(_mm512_loadu_ps(x + i)), lo);
+    _mm512_mask_compressstoreu_epi32(out + m, k, idx);
+    m += static_cast<std::size_t>(__builtin_popcount(k));
+    idx = _mm512_add_epi32(idx, sixteen);
+  }
+#endif
+  for (; i < s1; ++i) {
+    out[m] = static_cast<std::uint32_t>(i);
+    m += bucket_of(x[i]) >= bucket;
+  }
+  return m;
+}
+
+/// list[0..m): ascending indices into x whose buckets are >= `bucket`. Keeps every index
+/// above the bucket and the `need` best inside it (key desc, index asc), in place and still
+/// ascending; returns the new count. cand: m entries of scratch.
+inline std::size_t resolve_bucket(const float* x, std::uint32_t* list, std::size_t m,
+                                  std::uint32_t bucket, std::size_t need,
+                                  std::uint64_t* cand) noexcept {
+  // Packing (key, ~index) into 64 bits makes (key desc, index asc) one unsigned comparison.
+  std::size_t c = 0;
+  for (std::size_t j = 0; j < m; ++j) {
+    const std::uint32_t key = order_key(x[list[j]]);
+    if ((key >> topk_shift) == bucket)
+      cand[c++] = (std::uint64_t{key} << 32) | (0xffffffffu - list[j]);
+  }
+  std::nth_element(cand, cand + (need - 1), cand + c,
+                   [](std::uint64_t a, std::uint64_t b) { return a > b; });
+  const std::uint64_t threshold = cand[need - 1];
+  std::size_t w = 0;
+  for (std::size_t j = 0; j < m; ++j) {
+    const std::uint32_t i = list[j];
+    const std::uint64_t packed = (std::uint64_t{order_key(x[i])} << 32) | (0xffffffffu - i);
+    list[w] = i;
+    w += packed >= threshold;
+  }
+  return w;
+}
 }  // namespace detail
 
 /// Scratch bytes `top_k` needs for n values.
@@ -43,7 +137,6 @@ constexpr std::size_t top_k_scratch_bytes(std::size_t n) noexcept {
 /// list). `scratch`: top_k_scratch_bytes(n) bytes, any alignment.
 inline std::size_t top_k(const float* x, std::size_t n, std::size_t k, std::uint32_t* out,
                          void* scratch) noexcept {
-  using detail::order_key;
   if (k >= n) {
     for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint32_t>(i);
     return n;
@@ -53,49 +146,28 @@ inline std::size_t top_k(const float* x, std::size_t n, std::size_t k, std::uint
   base += (64 - reinterpret_cast<std::uintptr_t>(base) % 64) % 64;
   auto* hist = reinterpret_cast<std::uint32_t*>(base);
   auto* cand = reinterpret_cast<std::uint64_t*>(base + detail::topk_buckets * 4);
-  constexpr int shift = 32 - detail::topk_bucket_bits;
 
+  // The candidate area doubles as the second histogram copy when it is large enough.
+  const bool two = n * sizeof(std::uint64_t) >= detail::topk_buckets * sizeof(std::uint32_t);
+  auto* hist2 = two ? reinterpret_cast<std::uint32_t*>(cand) : hist;
   std::memset(hist, 0, detail::topk_buckets * sizeof(std::uint32_t));
-  for (std::size_t i = 0; i < n; ++i) ++hist[order_key(x[i]) >> shift];
+  if (two) std::memset(hist2, 0, detail::topk_buckets * sizeof(std::uint32_t));
+  detail::histogram_keys(x, n, hist, hist2);
 
-  // Bucket b holds the k-th largest: above(b) < k <= above(b) + hist[b].
+  // Bucket b holds the k-th largest: above(b) < k <= above(b) + count(b).
   std::size_t above = 0, b = detail::topk_buckets;
   while (b-- > 0) {
-    if (above + hist[b] >= k) break;
-    above += hist[b];
+    const std::size_t cnt = hist[b] + (two ? hist2[b] : 0u);
+    if (above + cnt >= k) break;
+    above += cnt;
   }
-  const std::uint32_t bucket = static_cast<std::uint32_t>(b);
-  const std::size_t need = k - above;  // how many to take from the bucket, 1..hist[b]
+  const auto bucket = static_cast<std::uint32_t>(b);
+  const std::size_t need = k - above;  // how many to take from the bucket, 1..count(b)
 
-  // Every index at or above the bucket, ascending (branch-free append).
-  std::size_t m = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    out[m] = static_cast<std::uint32_t>(i);
-    m += (order_key(x[i]) >> shift) >= bucket;
-  }
+  // Every index at or above the bucket, ascending; then the bucket's best `need`.
+  const std::size_t m = detail::collect_at_or_above(x, 0, n, bucket, out);
   if (m == k) return k;
-
-  // Rank the bucket's members by (key desc, index asc); the need-th one is the threshold.
-  // Packing (key, ~index) into 64 bits makes that one unsigned comparison.
-  std::size_t c = 0;
-  for (std::size_t j = 0; j < m; ++j) {
-    const std::uint32_t key = order_key(x[out[j]]);
-    if ((key >> shift) == bucket)
-      cand[c++] = (std::uint64_t{key} << 32) | (0xffffffffu - out[j]);
-  }
-  std::nth_element(cand, cand + (need - 1), cand + c, [](std::uint64_t a, std::uint64_t b2) {
-    return a > b2;
-  });
-  const std::uint64_t threshold = cand[need - 1];
-
-  std::size_t w = 0;
-  for (std::size_t j = 0; j < m; ++j) {
-    const std::uint32_t i = out[j];
-    const std::uint64_t packed = (std::uint64_t{order_key(x[i])} << 32) | (0xffffffffu - i);
-    out[w] = i;
-    w += packed >= threshold;
-  }
-  return w;
+  return detail::resolve_bucket(x, out, m, bucket, need, cand);
 }
 
 }  // namespace sparq

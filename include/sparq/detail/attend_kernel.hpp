@@ -137,7 +137,7 @@ inline float max_of(const float* p, std::size_t n) noexcept {
   std::size_t j = 0;
 #if SPARQ_SIMD
   fbatch mv(mx);
-  for (; j + lanes <= n; j += lanes) mv = xsimd::max(mv, fbatch::load_unaligned(p + j));
+  for (; j + lanes <= n; j += lanes) mv = vmax(mv, fbatch::load_unaligned(p + j));
   mx = hmax(mv);
 #endif
   for (; j < n; ++j) mx = p[j] > mx ? p[j] : mx;

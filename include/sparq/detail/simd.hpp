@@ -80,6 +80,16 @@ inline fbatch load_widen(const f16* p) noexcept {
 #endif
 }
 
+/// Lane-wise max. (AVX-512: the masked form; GCC 12's _mm512_max_ps passes
+/// _mm512_undefined_ps() and trips -Wuninitialized once inlined, GCC bug 105593.)
+inline fbatch vmax(const fbatch& a, const fbatch& b) noexcept {
+#if defined(__AVX512F__)
+  return fbatch(_mm512_maskz_max_ps(static_cast<__mmask16>(0xffff), a, b));
+#else
+  return xsimd::max(a, b);
+#endif
+}
+
 inline float hsum(const fbatch& x) noexcept { return xsimd::hadd(x); }
 inline float hmax(const fbatch& x) noexcept {
   alignas(64) float tmp[lanes];
