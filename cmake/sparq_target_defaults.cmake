@@ -4,8 +4,9 @@
 #   native     -march=native (default)
 #   x86-64-v4  AVX-512 (F/BW/DQ/VL)        x86-64-v3  AVX2 + FMA + F16C
 #   x86-64     SSE2 baseline               scalar     no SIMD (SPARQ_NO_SIMD)
+#   armv8-a    aarch64 with NEON (cross builds: cmake/toolchain-aarch64.cmake)
 set(SPARQ_ARCH "native" CACHE STRING "SIMD tier for sparq's own targets")
-set_property(CACHE SPARQ_ARCH PROPERTY STRINGS native x86-64-v4 x86-64-v3 x86-64 scalar)
+set_property(CACHE SPARQ_ARCH PROPERTY STRINGS native x86-64-v4 x86-64-v3 x86-64 armv8-a scalar)
 option(SPARQ_WERROR "Treat warnings as errors on sparq's own targets" ON)
 
 find_package(Threads REQUIRED)
