@@ -7,6 +7,7 @@
 #include "dtype.hpp"
 #include "error.hpp"
 #include "kv_cache.hpp"
+#include "policy.hpp"
 #include "stage1_scores.hpp"
 #include "stage2_attend.hpp"
 #include "stage3_reallocate.hpp"
