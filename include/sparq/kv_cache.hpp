@@ -14,8 +14,8 @@
 /// (sparq::counting_allocator, anything with `with_arena(arena)`) gets one arena per array,
 /// so K, Kt, V and v_mean are tallied separately:
 ///   sparq::allocation_stats stats;
-///   sparq::kv_cache<float, sparq::counting_allocator<float>> c(1, 8, 4096, 128, true,
-///                                                             sparq::counting_allocator<float>(stats));
+///   using alloc = sparq::counting_allocator<float>;
+///   sparq::kv_cache<float, alloc> c(1, 8, 4096, 128, true, alloc(stats));
 ///   stats.live_bytes(sparq::arena::kt);  // 8*4096*128*4
 /// The per-sequence lengths (B size_t) are bookkeeping and use std::allocator.
 

@@ -3,6 +3,7 @@
 /// Umbrella header: everything an engine needs for SparQ and dense decode attention.
 
 #include "config.hpp"
+#include "counting_allocator.hpp"
 #include "dense.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
@@ -17,3 +18,4 @@
 #include "version.hpp"
 #include "view.hpp"
 #include "workspace.hpp"
+#include "workspace_buffer.hpp"

@@ -166,8 +166,8 @@ inline void append_format(std::string& out, const char* fmt, ...) {
 }  // namespace detail
 
 /// A per-stage x per-arena table of what `t` counted: one row per stage that saw traffic,
-/// "read/written" bytes per arena, row and column totals, and the distinct 64-byte lines
-/// per arena. Plain text, columns aligned, ends with a newline.
+/// bytes per arena ("123" read, "45w" written, "123+45w" both), row and column totals, and
+/// the distinct 64-byte lines per arena. Plain text, columns aligned, ends with a newline.
 inline std::string format_traffic(const traffic_counter& t) {
   std::string out;
   auto cell = [&](std::size_t r, std::size_t w) {
@@ -176,8 +176,10 @@ inline std::string format_traffic(const traffic_counter& t) {
       std::snprintf(b, sizeof b, "%s", "-");
     else if (w == 0)
       std::snprintf(b, sizeof b, "%zu", r);
+    else if (r == 0)
+      std::snprintf(b, sizeof b, "%zuw", w);
     else
-      std::snprintf(b, sizeof b, "%zu/%zuw", r, w);
+      std::snprintf(b, sizeof b, "%zu+%zuw", r, w);
     detail::append_format(out, " %16s", b);
   };
   detail::append_format(out, "%-11s", "bytes");
