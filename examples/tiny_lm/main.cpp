@@ -5,7 +5,8 @@
 //   tiny_lm MODEL_DIR [TEXT_FILE] [--check-reference] [--max-tokens N]
 //           [--attention dense|sparq-dense|sparq] [--kv-dtype f32|f16|bf16]
 //           [--rank R] [--top-k K | --top-k-frac F [--top-k-min M]]
-//           [--local L | --local-frac F] [--no-reallocate] [--compare-dense TOL]
+//           [--local L | --local-frac F] [--no-reallocate] [--dense-below N]
+//           [--compare-dense TOL]
 
 #include "attention.hpp"
 #include "model.hpp"
@@ -18,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <exception>
 #include <fstream>
 #include <functional>
@@ -36,6 +38,39 @@ struct run_result {
     double bits_per_byte = 0.0;  ///< mean next-byte cross entropy / ln 2 over positions 0..n-2
     int tokens = 0;              ///< tokens decoded
     double seconds = 0.0;        ///< wall time of the decode loop
+    double cpu_seconds = 0.0;    ///< CPU time of this thread in the decode loop (robust to load)
+};
+
+/// CPU time consumed by the calling thread (the decode loop is single-threaded).
+double thread_cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+/// Wraps a backend and adds up the thread CPU time spent in its append() and attend() calls,
+/// so attention cost can be told apart from the (dominant) weight matrix-vector products.
+class timed_attention final : public attention_backend {
+public:
+    explicit timed_attention(attention_backend& inner) : inner_(inner) {}
+    void reset() override {
+        inner_.reset();
+        append_seconds = attend_seconds = 0.0;
+    }
+    void append(int layer, const float* k, const float* v) override {
+        const double t = thread_cpu_seconds();
+        inner_.append(layer, k, v);
+        append_seconds += thread_cpu_seconds() - t;
+    }
+    void attend(int layer, const float* q, float* out) override {
+        const double t = thread_cpu_seconds();
+        inner_.attend(layer, q, out);
+        attend_seconds += thread_cpu_seconds() - t;
+    }
+    double append_seconds = 0.0, attend_seconds = 0.0;
+
+private:
+    attention_backend& inner_;
 };
 
 /// Feeds `bytes` one token at a time from position 0 (after resetting `attn`), calling
@@ -46,6 +81,7 @@ run_result run_sequence(model& m, attention_backend& attn, const std::vector<std
     run_result r;
     double nll = 0.0;  // nats; double because it sums thousands of terms
     const auto start = std::chrono::steady_clock::now();
+    const double cpu_start = thread_cpu_seconds();
     const int n = static_cast<int>(bytes.size());
     for (int pos = 0; pos < n; ++pos) {
         const vector& logits = m.forward(bytes[static_cast<std::size_t>(pos)], pos, attn);
@@ -59,6 +95,7 @@ run_result run_sequence(model& m, attention_backend& attn, const std::vector<std
         }
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    r.cpu_seconds = thread_cpu_seconds() - cpu_start;
     r.tokens = n;
     r.bits_per_byte = n > 1 ? nll / (n - 1) / std::log(2.0) : 0.0;
     return r;
@@ -171,6 +208,7 @@ void usage(const char* argv0) {
                  "  --local L          SparQ l, most recent positions always gathered (clamped to k)\n"
                  "  --local-frac F     l = floor(F*k) at each step (default 0.25, the paper's k/4)\n"
                  "  --no-reallocate    turn off SparQ's mean-value reallocation\n"
+                 "  --dense-below N    run sparq::dense_step while S < N (default 0)\n"
                  "  --compare-dense T  also score TEXT_FILE with the dense backend; exit 1 if the\n"
                  "                     bits per byte differ by more than T\n",
                  argv0);
@@ -239,23 +277,25 @@ int main(int argc, char** argv) {
             ok = v != nullptr;
             if (ok) dtype_arg = v;
         } else if (a == "--rank") {
-            ok = parse_size(i, a, 1, settings.rank);
+            ok = parse_size(i, a, 1, settings.policy.rank);
         } else if (a == "--top-k") {
-            ok = parse_size(i, a, 1, settings.top_k);
-            settings.top_k_frac = 0.0;
+            ok = parse_size(i, a, 1, settings.policy.top_k);
+            settings.policy.top_k_fraction = 0.0;
         } else if (a == "--top-k-frac") {
-            ok = parse_frac(i, a, 0.0, true, settings.top_k_frac);
+            ok = parse_frac(i, a, 0.0, true, settings.policy.top_k_fraction);
         } else if (a == "--top-k-min") {
-            ok = parse_size(i, a, 1, settings.top_k_min);
+            ok = parse_size(i, a, 1, settings.policy.top_k_min);
         } else if (a == "--local") {
             std::size_t l = 0;
             ok = parse_size(i, a, 0, l);
             settings.local = static_cast<long>(l);
         } else if (a == "--local-frac") {
-            ok = parse_frac(i, a, 0.0, false, settings.local_frac);
+            ok = parse_frac(i, a, 0.0, false, settings.policy.local_fraction);
             settings.local = -1;
         } else if (a == "--no-reallocate") {
-            settings.reallocate = false;
+            settings.policy.reallocate = false;
+        } else if (a == "--dense-below") {
+            ok = parse_size(i, a, 0, settings.policy.dense_below);
         } else if (a == "--compare-dense") {
             const char* v = value(i, a);
             ok = v != nullptr;
@@ -339,15 +379,17 @@ int main(int argc, char** argv) {
             name = attention + " kv " + dtype_arg;
             if (attention == "sparq") {
                 char buf[256];
-                const std::string k = settings.top_k_frac > 0
-                                          ? "k=clamp(" + std::to_string(settings.top_k_frac).substr(0, 8) +
-                                                "*S, " + std::to_string(settings.top_k_min) + ", S)"
-                                          : "k=" + std::to_string(settings.top_k);
+                const sparq::decode_policy& p = settings.policy;
+                const std::string k = p.top_k_fraction > 0
+                                          ? "k=clamp(" + std::to_string(p.top_k_fraction).substr(0, 8) +
+                                                "*S, " + std::to_string(p.top_k_min) + ", S)"
+                                          : "k=" + std::to_string(std::max(p.top_k, p.top_k_min));
                 const std::string l = settings.local >= 0 ? "l=" + std::to_string(settings.local)
-                                                          : "l=" + std::to_string(settings.local_frac).substr(0, 6) + "*k";
-                std::snprintf(buf, sizeof buf, " r=%zu %s %s reallocate=%s", settings.rank, k.c_str(),
-                              l.c_str(), settings.reallocate ? "on" : "off");
+                                                          : "l=" + std::to_string(p.local_fraction).substr(0, 6) + "*k";
+                std::snprintf(buf, sizeof buf, " r=%zu %s %s reallocate=%s", p.rank, k.c_str(),
+                              l.c_str(), p.reallocate ? "on" : "off");
                 name += buf;
+                if (p.dense_below > 0) name += " dense below S=" + std::to_string(p.dense_below);
             }
         }
         attention_backend& attn = chosen ? *chosen : static_cast<attention_backend&>(dense);
@@ -364,10 +406,14 @@ int main(int argc, char** argv) {
                 std::fprintf(stderr, "note: %s has %zu bytes; scoring the first %d (the model's ctx)\n",
                              text_file.c_str(), given, ctx);
             if (bytes.size() < 2) throw std::runtime_error(text_file + ": need at least 2 bytes");
-            const run_result r = run_sequence(m, attn, bytes);
-            std::printf("%s: %d bytes, bits per byte %.4f, %.2f s, %.1f tokens/s (%s)\n",
+            timed_attention timed(attn);
+            const run_result r = run_sequence(m, timed, bytes);
+            std::printf("%s: %d bytes, bits per byte %.4f, %.2f s, %.1f tokens/s, "
+                        "%.1f tokens/s of thread CPU time (%s)\n",
                         text_file.c_str(), r.tokens, r.bits_per_byte, r.seconds, r.tokens / r.seconds,
-                        name.c_str());
+                        r.tokens / r.cpu_seconds, name.c_str());
+            std::printf("attention CPU time: attend %.1f us/token, append %.1f us/token (all layers)\n",
+                        1e6 * timed.attend_seconds / r.tokens, 1e6 * timed.append_seconds / r.tokens);
             if (const tiny_lm::transfer_tally* t = tiny_lm::transfers_of(attn))
                 std::printf("attention transfers: %.4f of dense (1/%.2f), elements per KV head summed over the run\n",
                             t->ratio(), 1.0 / t->ratio());

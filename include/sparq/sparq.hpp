@@ -8,6 +8,7 @@
 #include "dtype.hpp"
 #include "error.hpp"
 #include "kv_cache.hpp"
+#include "merge.hpp"
 #include "policy.hpp"
 #include "stage1_scores.hpp"
 #include "stage2_attend.hpp"
