@@ -2,7 +2,7 @@
 # Installs the Debian packages sparq's build, tests and benchmarks need, if any is missing.
 # Usage: bash scripts/install-deps.sh   (as root, or with sudo available)
 set -euo pipefail
-pkgs=(build-essential cmake clang libclang-rt-14-dev libxsimd-dev libeigen3-dev libgtest-dev libgmock-dev
+pkgs=(build-essential cmake clang clang-tidy libclang-rt-14-dev libxsimd-dev libeigen3-dev libgtest-dev libgmock-dev
       libbenchmark-dev valgrind python3)
 missing=()
 for p in "${pkgs[@]}"; do

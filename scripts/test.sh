@@ -5,7 +5,8 @@
 #   3. consumer projects: find_package(sparq) after install, and add_subdirectory,
 #   4. the other SIMD tiers (x86-64-v3 = AVX2, x86-64 = SSE2, scalar) build and pass the
 #      tests; the AVX2 binaries contain no AVX-512 instruction (checked by disassembly),
-#   5. libFuzzer targets (clang, ASan + UBSan), SPARQ_FUZZ_SECONDS each (default 60).
+#   5. libFuzzer targets (clang, ASan + UBSan), SPARQ_FUZZ_SECONDS each (default 60),
+#   6. clang-tidy over every public header (check set in .clang-tidy).
 # Usage: bash scripts/test.sh        (build trees go to ./_build/)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,12 +16,12 @@ jobs=${SPARQ_JOBS:-2}
 out="$root/_build"
 mkdir -p "$out"
 
-echo "== [1/5] Release build and tests"
+echo "== [1/6] Release build and tests"
 cmake -S . -B "$out/release" -DCMAKE_BUILD_TYPE=Release -DSPARQ_BUILD_BENCHMARKS=ON
 cmake --build "$out/release" -j"$jobs"
 ctest --test-dir "$out/release" --output-on-failure -j"$jobs"
 
-echo "== [2/5] Debug build with ASan + UBSan and tests"
+echo "== [2/6] Debug build with ASan + UBSan and tests"
 san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 cmake -S . -B "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF \
   -DSPARQ_BUILD_EXAMPLES=OFF -DCMAKE_CXX_FLAGS="$san -O1" -DCMAKE_EXE_LINKER_FLAGS="$san"
@@ -28,7 +29,7 @@ cmake --build "$out/asan" -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir "$out/asan" --output-on-failure -j"$jobs" -E 'dhat|tiny_lm'
 
-echo "== [3/5] Consumer projects"
+echo "== [3/6] Consumer projects"
 rm -rf "$out/prefix"
 cmake --install "$out/release" --prefix "$out/prefix"
 if find "$out/prefix" -path '*test*' -o -path '*bench*' | grep -q .; then
@@ -42,7 +43,7 @@ cmake -S tests/consumer/add_subdirectory -B "$out/consumer-subdir" -DSPARQ_SOURC
 cmake --build "$out/consumer-subdir" -j"$jobs"
 "$out/consumer-subdir/consumer"
 
-echo "== [4/5] SIMD tiers"
+echo "== [4/6] SIMD tiers"
 tier_tests="dtype|topk|stages|step|dense|traffic|merge|trace_accuracy|parallel"
 for arch in x86-64-v3 x86-64 scalar; do
   # Only the tests whose code paths depend on the SIMD tier (I/O, allocators and validation
@@ -62,6 +63,9 @@ for bin in "$out"/tier-x86-64-v3/tests/test_*; do
 done
 echo "AVX2 tier binaries: no AVX-512 instructions"
 
-echo "== [5/5] fuzzing"
+echo "== [5/6] fuzzing"
 bash scripts/fuzz.sh "${SPARQ_FUZZ_SECONDS:-60}"
+
+echo "== [6/6] clang-tidy"
+bash scripts/tidy.sh
 echo "== all test stages passed"
