@@ -63,7 +63,10 @@ class kv_cache {
   bool has_kt() const noexcept { return keep_kt_; }
   /// The allocator the cache was built with (each array holds a rebound copy of it).
   Alloc get_allocator() const { return alloc_; }
-  std::size_t length(std::size_t seq) const { return len_.at(seq); }
+  std::size_t length(std::size_t seq) const {
+    check_seq(seq, "length");
+    return len_[seq];
+  }
   /// Bytes held for K, Kt and V (storage), and for v_mean.
   std::size_t bytes() const noexcept {
     return (k_.size() + kt_.size() + v_.size()) * sizeof(T) + v_mean_.size() * sizeof(float);

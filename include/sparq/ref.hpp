@@ -22,9 +22,11 @@ namespace sparq::ref {
 inline std::vector<std::uint32_t> top_k(const std::vector<double>& x, std::size_t k) {
   std::vector<std::uint32_t> idx(x.size());
   std::iota(idx.begin(), idx.end(), 0u);
-  auto nan_low = [](double v) { return std::isnan(v) ? -std::numeric_limits<double>::infinity() : v; };
+  // Descending, NaN below everything (as sparq::top_k); stable, so lower index wins ties.
   std::stable_sort(idx.begin(), idx.end(), [&](std::uint32_t a, std::uint32_t b) {
-    return nan_low(x[a]) > nan_low(x[b]);
+    if (std::isnan(x[b])) return !std::isnan(x[a]);
+    if (std::isnan(x[a])) return false;
+    return x[a] > x[b];
   });
   idx.resize(std::min(k, idx.size()));
   std::sort(idx.begin(), idx.end());

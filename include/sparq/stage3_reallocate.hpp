@@ -5,6 +5,10 @@
 ///
 /// alpha is computed as (sum of the chosen unnormalised weights) / (sum of all of them); fp32
 /// rounding can push that a few ulps above 1, so it is capped at 1 (the spec's 0 < alpha <= 1).
+/// At the other end alpha can underflow to exactly 0 in fp32 when a head's weights on every
+/// chosen position are below ~1e-38 of its peak (possible in a large GQA group with a tiny k,
+/// where the group's choice ignores that head); the output is then v_mean, which is the
+/// spec's formula evaluated with alpha = 0.
 
 #include <cstddef>
 #include <cstdint>

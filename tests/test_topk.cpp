@@ -1,0 +1,138 @@
+// Tests for sparq::top_k (topk.hpp): the indices of the k largest values, ascending, lower
+// index winning exact ties, NaN below everything. Checked against sparq::ref::top_k (a
+// std::stable_sort oracle) on random, heavily tied, clustered (one histogram bucket) and
+// special-valued inputs of sizes around every SIMD width, with misaligned scratch.
+
+#include "test_util.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace {
+
+std::vector<std::uint32_t> run_top_k(const std::vector<float>& x, std::size_t k, std::size_t misalign = 0) {
+  std::vector<std::uint32_t> out(x.size() + 1, 0xdeadbeefu);
+  std::vector<unsigned char> scratch(sparq::top_k_scratch_bytes(x.size()) + misalign);
+  const std::size_t n = sparq::top_k(x.data(), x.size(), k, out.data(), scratch.data() + misalign);
+  EXPECT_LE(n, x.size());
+  out.resize(n);
+  return out;
+}
+
+std::vector<std::uint32_t> oracle(const std::vector<float>& x, std::size_t k) {
+  return sparq::ref::top_k(std::vector<double>(x.begin(), x.end()), k);
+}
+
+const std::size_t sizes[] = {1, 2, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 67, 127, 128, 129, 1000, 4099};
+
+std::vector<std::size_t> ks_for(std::size_t n) {
+  std::vector<std::size_t> ks = {0, 1, 2, 3, n / 2, n - 1, n, n + 5, 16, 64};
+  return ks;
+}
+
+TEST(top_k, random_values_match_the_oracle) {
+  sparq_test::rng r(1);
+  for (std::size_t n : sizes) {
+    std::vector<float> x(n);
+    for (float& v : x) v = r.normal();
+    for (std::size_t k : ks_for(n)) {
+      const auto got = run_top_k(x, k, n % 7);
+      EXPECT_EQ(got, oracle(x, k)) << "n=" << n << " k=" << k;
+      EXPECT_EQ(got.size(), std::min(k, n));
+    }
+  }
+}
+
+TEST(top_k, exact_ties_go_to_the_lower_index) {
+  sparq_test::rng r(2);
+  for (std::size_t n : sizes) {
+    // Few distinct values: almost every boundary falls inside a run of equal values.
+    std::vector<float> x(n);
+    for (float& v : x) v = static_cast<float>(r.index(4));
+    for (std::size_t k : ks_for(n)) EXPECT_EQ(run_top_k(x, k, 5), oracle(x, k)) << "n=" << n << " k=" << k;
+    // All equal: the first k indices.
+    std::vector<float> same(n, 0.25f);
+    for (std::size_t k : ks_for(n)) {
+      std::vector<std::uint32_t> first(std::min(k, n));
+      for (std::size_t i = 0; i < first.size(); ++i) first[i] = static_cast<std::uint32_t>(i);
+      EXPECT_EQ(run_top_k(same, k, 1), first) << "n=" << n << " k=" << k;
+    }
+  }
+}
+
+TEST(top_k, hand_written_ties) {
+  EXPECT_EQ(run_top_k({1, 3, 3, 2, 3}, 2), (std::vector<std::uint32_t>{1, 2}));
+  EXPECT_EQ(run_top_k({1, 3, 3, 2, 3}, 3), (std::vector<std::uint32_t>{1, 2, 4}));
+  EXPECT_EQ(run_top_k({5, 1, 5, 1, 5, 1}, 4), (std::vector<std::uint32_t>{0, 1, 2, 4}));
+  EXPECT_EQ(run_top_k({-2, -2, -2}, 1), (std::vector<std::uint32_t>{0}));
+}
+
+TEST(top_k, values_inside_one_histogram_bucket) {
+  // Values 1 + j ulp share their top exponent/mantissa bits, so selection falls to the
+  // in-bucket ranking; shuffled, with duplicates.
+  sparq_test::rng r(3);
+  for (std::size_t n : {17, 100, 1000, 5000}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = 1.0f + static_cast<float>(r.index(n / 2 + 1)) * std::numeric_limits<float>::epsilon();
+    for (std::size_t k : {1, 2, 10, 99, 500}) {
+      if (k < n) {
+        EXPECT_EQ(run_top_k(x, k, 3), oracle(x, k)) << "n=" << n << " k=" << k;
+      }
+    }
+  }
+}
+
+TEST(top_k, negative_and_infinite_values) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> x = {-1, -inf, 2, inf, -3, 0, -0.5f, inf, -inf, 1e-30f, -1e-30f};
+  for (std::size_t k = 0; k <= x.size(); ++k) EXPECT_EQ(run_top_k(x, k), oracle(x, k)) << "k=" << k;
+}
+
+TEST(top_k, nan_ranks_below_everything) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  // NaN at low indices must lose to every number, even -inf.
+  const std::vector<float> x = {nan, -inf, nan, -5, nan};
+  EXPECT_EQ(run_top_k(x, 1), (std::vector<std::uint32_t>{3}));
+  EXPECT_EQ(run_top_k(x, 2), (std::vector<std::uint32_t>{1, 3}));
+  EXPECT_EQ(run_top_k(x, 3), (std::vector<std::uint32_t>{0, 1, 3}));  // then NaNs, lower first
+  EXPECT_EQ(run_top_k(x, 4), (std::vector<std::uint32_t>{0, 1, 2, 3}));
+  const std::vector<float> all_nan(20, nan);
+  EXPECT_EQ(run_top_k(all_nan, 3), (std::vector<std::uint32_t>{0, 1, 2}));
+  const std::vector<float> neg_nan = {-nan, 1.0f, -nan};
+  EXPECT_EQ(run_top_k(neg_nan, 2), (std::vector<std::uint32_t>{0, 1}));
+}
+
+TEST(top_k, signed_zeros_are_an_exact_tie) {
+  // -0.0 == +0.0, so the spec's tie rule applies: the lower index wins whatever the sign bit.
+  EXPECT_EQ(run_top_k({-0.0f, 0.0f}, 1), (std::vector<std::uint32_t>{0}));
+  EXPECT_EQ(run_top_k({-0.0f, 0.0f, -0.0f, 0.0f}, 2), (std::vector<std::uint32_t>{0, 1}));
+}
+
+TEST(top_k, subnormal_values_rank_by_value) {
+  const float dm = std::numeric_limits<float>::denorm_min();
+  const std::vector<float> x = {dm, 0.0f, 3 * dm, 2 * dm, std::numeric_limits<float>::min(), -dm};
+  for (std::size_t k = 0; k <= x.size(); ++k) EXPECT_EQ(run_top_k(x, k), oracle(x, k)) << "k=" << k;
+}
+
+TEST(top_k, scratch_alignment_does_not_change_the_result) {
+  sparq_test::rng r(4);
+  std::vector<float> x(777);
+  for (float& v : x) v = static_cast<float>(r.index(50));
+  const auto base = run_top_k(x, 100, 0);
+  for (std::size_t m = 1; m < 64; m += 7) EXPECT_EQ(run_top_k(x, 100, m), base) << m;
+  EXPECT_EQ(base, oracle(x, 100));
+}
+
+TEST(top_k, does_not_write_past_n_outputs) {
+  std::vector<float> x = {3, 1, 2, 5, 4};
+  std::vector<std::uint32_t> out(8, 0xdeadbeefu);
+  std::vector<unsigned char> scratch(sparq::top_k_scratch_bytes(x.size()));
+  EXPECT_EQ(sparq::top_k(x.data(), x.size(), 2, out.data(), scratch.data()), 2u);
+  EXPECT_EQ(out[0], 3u);
+  EXPECT_EQ(out[1], 4u);
+  for (std::size_t i = x.size(); i < out.size(); ++i) EXPECT_EQ(out[i], 0xdeadbeefu);
+}
+
+}  // namespace
