@@ -23,7 +23,9 @@ ctest --test-dir "$out/release" --output-on-failure -j"$jobs"
 
 echo "== [2/6] Debug build with ASan + UBSan and tests"
 san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
-cmake -S . -B "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF \
+# Warnings are errors in the Release build above; here GCC 12 at -O1 reports its own AVX-512
+# intrinsics as -Wuninitialized (GCC bug 105593), so warnings stay warnings in this build.
+cmake -S . -B "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF -DSPARQ_WERROR=OFF \
   -DSPARQ_BUILD_EXAMPLES=OFF -DCMAKE_CXX_FLAGS="$san -O1" -DCMAKE_EXE_LINKER_FLAGS="$san"
 cmake --build "$out/asan" -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
