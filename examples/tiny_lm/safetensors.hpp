@@ -3,6 +3,8 @@
 // relative to its start). Tensors are widened to fp32 on load.
 #pragma once
 
+#include <sparq/dtype.hpp>
+
 #include "json.hpp"
 
 #include <cstdint>
@@ -17,42 +19,10 @@
 
 namespace tiny_lm {
 
-/// Exact fp16 -> fp32 (every fp16 value, subnormals, infinities and NaN payloads included, is
-/// representable in fp32). Done with bit operations rather than F16C so the loader has no
-/// dependency on the -march the example is built for.
-inline float f16_to_f32(std::uint16_t h) {
-    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-    std::uint32_t exp = (h >> 10) & 0x1Fu;
-    std::uint32_t mant = h & 0x3FFu;
-    std::uint32_t bits;
-    if (exp == 0x1Fu) {
-        bits = sign | 0x7F800000u | (mant << 13);  // inf / NaN
-    } else if (exp != 0) {
-        bits = sign | ((exp + (127 - 15)) << 23) | (mant << 13);
-    } else if (mant == 0) {
-        bits = sign;  // signed zero
-    } else {
-        // Subnormal fp16 is mant * 2^-24: shift until the implicit bit appears, and lower
-        // the exponent once per shift; the result is a normal fp32.
-        std::uint32_t e = 127 - 15 + 1;
-        while ((mant & 0x400u) == 0) {
-            mant <<= 1;
-            --e;
-        }
-        bits = sign | (e << 23) | ((mant & 0x3FFu) << 13);
-    }
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-/// Exact bf16 -> fp32: bf16 is the top half of an fp32.
-inline float bf16_to_f32(std::uint16_t b) {
-    const std::uint32_t bits = static_cast<std::uint32_t>(b) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
+/// Exact fp16/bf16 -> fp32 with sparq's own conversions (plain bit operations, so the loader
+/// does not depend on the -march the example is built for).
+inline float f16_to_f32(std::uint16_t h) { return sparq::to_float(sparq::f16{h}); }
+inline float bf16_to_f32(std::uint16_t b) { return sparq::to_float(sparq::bf16{b}); }
 
 /// What the header says about one tensor.
 struct tensor_info {

@@ -38,6 +38,8 @@
 #include <utility>
 #include <vector>
 
+#include "../dtype.hpp"
+
 namespace sparq::io {
 
 /// Thrown for any unreadable or malformed trace input (`.npy` file, manifest, trace that does
@@ -94,34 +96,9 @@ using npy_array_f64 = npy_array<double>;
 
 namespace detail {
 
-/// IEEE binary16 bits -> float32, exact for every input: signed zeros, subnormals (which are
-/// normal numbers in float32), infinities, and NaN (payload kept in the top mantissa bits, so
-/// a quiet NaN stays quiet and a signalling one stays signalling).
-inline float npy_half_to_float(std::uint16_t h) noexcept {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  const std::uint32_t exp = (h >> 10) & 0x1fu;
-  std::uint32_t mant = h & 0x3ffu;
-  std::uint32_t bits;
-  if (exp == 0x1fu) {
-    bits = sign | 0x7f800000u | (mant << 13);  // inf (mant 0) or NaN
-  } else if (exp != 0) {
-    bits = sign | ((exp + (127u - 15u)) << 23) | (mant << 13);  // normal: rebias 15 -> 127
-  } else if (mant == 0) {
-    bits = sign;  // signed zero
-  } else {
-    // Subnormal half: value = mant * 2^-24. Shift the leading 1 up to bit 10 (the implicit
-    // bit position); each shift lowers the exponent by one. mant = 1 ends at 2^-24 (e = 103).
-    std::uint32_t e = 127u - 15u + 1u;
-    while ((mant & 0x400u) == 0) {
-      mant <<= 1;
-      --e;
-    }
-    bits = sign | (e << 23) | ((mant & 0x3ffu) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+/// IEEE binary16 bits -> float32, exact for every input (sparq::to_float: signed zeros,
+/// subnormals, infinities, NaN payloads kept).
+inline float npy_half_to_float(std::uint16_t h) noexcept { return to_float(f16{h}); }
 
 inline std::uint16_t npy_load_u16(const unsigned char* p) noexcept {
   return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
