@@ -9,6 +9,7 @@
 #include "error.hpp"
 #include "kv_cache.hpp"
 #include "merge.hpp"
+#include "parallel.hpp"
 #include "policy.hpp"
 #include "stage1_scores.hpp"
 #include "stage2_attend.hpp"

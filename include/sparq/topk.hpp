@@ -32,6 +32,7 @@ inline constexpr std::size_t topk_buckets = std::size_t{1} << topk_bucket_bits;
 inline std::uint32_t order_key(float x) noexcept {
   const std::uint32_t u = float_bits(x);
   if ((u & 0x7fffffffu) > 0x7f800000u) return 0;  // NaN below everything
+  if (u == 0x80000000u) return 0x80000000u;          // -0 ties with +0
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 inline std::size_t align_up(std::size_t n, std::size_t a) noexcept { return (n + a - 1) / a * a; }
@@ -47,7 +48,11 @@ inline __m512i order_key16(__m512 v) noexcept {
       _mm512_or_si512(_mm512_srai_epi32(u, 31), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
   const __mmask16 nan = _mm512_cmpgt_epu32_mask(
       _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  return _mm512_maskz_mov_epi32(static_cast<__mmask16>(~nan), _mm512_xor_si512(u, flip));
+  const __mmask16 negzero = _mm512_cmpeq_epi32_mask(u, _mm512_set1_epi32(static_cast<int>(0x80000000u)));
+  // NaN -> 0 (below everything); -0 -> the key of +0 (0x80000000).
+  const __m512i key = _mm512_mask_mov_epi32(_mm512_xor_si512(u, flip), negzero,
+                                            _mm512_set1_epi32(static_cast<int>(0x80000000u)));
+  return _mm512_maskz_mov_epi32(static_cast<__mmask16>(~nan), key);
 }
 #else
 #define SPARQ_TOPK_AVX512 0

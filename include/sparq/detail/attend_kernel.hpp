@@ -119,9 +119,18 @@ inline float exp_shift_sum(float* p, std::size_t n, float mx) noexcept {
   const fbatch mv(mx);
   fbatch zs(0.0f);
   for (; j + lanes <= n; j += lanes) {
-    const fbatch e = xsimd::exp(fbatch::load_unaligned(p + j) - mv);
+    const fbatch e = vexp(fbatch::load_unaligned(p + j) - mv);
     e.store_unaligned(p + j);
     zs += e;
+  }
+  if (j < n) {  // same vector exp on a padded copy: a value never depends on where it sits
+    alignas(64) float t[lanes];
+    for (std::size_t i = 0; i < lanes; ++i) t[i] = j + i < n ? p[j + i] : mx;
+    vexp(fbatch::load_aligned(t) - mv).store_aligned(t);
+    for (std::size_t i = 0; j + i < n; ++i) p[j + i] = t[i];
+    z = hsum(zs);
+    for (std::size_t i = 0; j + i < n; ++i) z += t[i];
+    return z;
   }
   z = hsum(zs);
 #endif
@@ -144,12 +153,190 @@ inline float max_of(const float* p, std::size_t n) noexcept {
   return mx;
 }
 
+#if SPARQ_SIMD && defined(__AVX512F__) && defined(__AVX512BW__)
+#define SPARQ_ATTEND_AVX512 1
+
+/// r[j] = sum of the 16 lanes of a[j], for j = 0..15 (a transpose-and-add tree: 45 shuffles
+/// and adds for 16 sums instead of 16 separate horizontal reductions).
+inline __m512 reduce16(const __m512* a) noexcept {
+  __m512 b[8], c[4];
+  for (int i = 0; i < 8; ++i)
+    b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                         _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)
+    c[i] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 d0 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 d1 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_f32x4(c[2], c[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(d0, d1, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(d0, d1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+template <class T>
+inline __m512 widen16(const T* p) noexcept {
+  return load_widen(p);
+}
+
+/// attend_online for AVX-512 and a head dim D that is a multiple of 16 (64, 128): rows go
+/// 16 at a time. Each K row is widened once for all g heads; the 16 x g partial dot products
+/// are reduced with reduce16, so one 16-lane vector holds 16 logits of a head; the softmax
+/// update is vectorised over those 16 rows; V rows are widened once per pair of heads.
+/// Gathered rows are staged SB at a time into a contiguous block, the next SB prefetched.
+template <std::size_t D, class T, class Pos, class Traffic>
+void attend_online_16(const float* q, std::size_t g, float scale, rows_view<const T> k,
+                      rows_view<const T> v, Pos pos, std::size_t n, const online_state& st,
+                      Traffic& traffic) noexcept {
+  constexpr std::size_t NV = D / 16;       // 16-lane vectors per row
+  constexpr std::size_t HMAX = 8;          // heads per pass over K (stack scratch bound)
+  constexpr std::size_t HB = NV <= 4 ? 4 : 2;  // heads per pass over V (registers)
+  constexpr std::size_t row_bytes = D * sizeof(T);
+  constexpr std::size_t SB = 64;  // gathered rows staged per super-block
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  alignas(64) __m512 part[HMAX][16];
+  alignas(64) float pw[HMAX][16];
+  // Gathered rows are first copied into a contiguous, L1-resident staging block of SB rows:
+  // the copy loop has no dependencies, so many rows' cache-line misses are in flight at once
+  // (measured ~2x faster than computing on the scattered rows directly, even with prefetch).
+  alignas(64) T kst[Pos::gathered ? SB : 1][D];
+  alignas(64) T vst[Pos::gathered ? SB : 1][D];
+  const __m512 vscale = _mm512_set1_ps(scale);
+
+  for (std::size_t b0 = 0; b0 < n; b0 += 16) {
+    const std::size_t nb = n - b0 < 16 ? n - b0 : 16;
+    const T* krows[16];
+    const T* vrows[16];
+    if constexpr (Pos::gathered) {
+      if (b0 % SB == 0) {
+        const std::size_t ns = n - b0 < SB ? n - b0 : SB;
+        for (std::size_t j = 0; j < ns; ++j) {
+          const T* kr = k.row(pos(b0 + j));
+          const T* vr = v.row(pos(b0 + j));
+          traffic.read(arena::k, kr, row_bytes);
+          traffic.read(arena::v, vr, row_bytes);
+          const char* ks = reinterpret_cast<const char*>(kr);
+          const char* vs = reinterpret_cast<const char*>(vr);
+          for (std::size_t o = 0; o < row_bytes; o += 64) {
+            _mm512_store_si512(reinterpret_cast<char*>(kst[j]) + o, _mm512_loadu_si512(ks + o));
+            _mm512_store_si512(reinterpret_cast<char*>(vst[j]) + o, _mm512_loadu_si512(vs + o));
+          }
+        }
+        // Ask for the next super-block while this one is computed.
+        const std::size_t p1 = b0 + 2 * SB < n ? b0 + 2 * SB : n;
+        for (std::size_t j = b0 + SB; j < p1; ++j) {
+          const char* kr = reinterpret_cast<const char*>(k.row(pos(j)));
+          const char* vr = reinterpret_cast<const char*>(v.row(pos(j)));
+          for (std::size_t o = 0; o < row_bytes; o += 64) {
+            prefetch(kr + o);
+            prefetch(vr + o);
+          }
+        }
+      }
+      for (std::size_t j = 0; j < nb; ++j) {
+        krows[j] = kst[b0 % SB + j];
+        vrows[j] = vst[b0 % SB + j];
+      }
+    } else {
+      for (std::size_t j = 0; j < nb; ++j) {
+        krows[j] = k.row(pos(b0 + j));
+        vrows[j] = v.row(pos(b0 + j));
+        traffic.read(arena::k, krows[j], row_bytes);
+        traffic.read(arena::v, vrows[j], row_bytes);
+      }
+    }
+    const __mmask16 valid = static_cast<__mmask16>((1u << nb) - 1u);
+
+    for (std::size_t h0 = 0; h0 < g; h0 += HMAX) {
+      const std::size_t hn = g - h0 < HMAX ? g - h0 : HMAX;
+      // Partial dot products: part[h][j] = lanes of q_h * K_j.
+      for (std::size_t j = 0; j < 16; ++j) {
+        if (j >= nb) {
+          for (std::size_t h = 0; h < hn; ++h) part[h][j] = _mm512_setzero_ps();
+          continue;
+        }
+        const T* kr = krows[j];
+        __m512 kv[NV];
+        for (std::size_t c = 0; c < NV; ++c) kv[c] = widen16(kr + 16 * c);
+        for (std::size_t h = 0; h < hn; ++h) {
+          const float* qh = q + (h0 + h) * D;
+          __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qh), kv[0]);
+          __m512 a1 = NV > 1 ? _mm512_mul_ps(_mm512_loadu_ps(qh + 16), kv[1]) : _mm512_setzero_ps();
+          for (std::size_t c = 2; c + 1 < NV; c += 2) {
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), kv[c], a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c + 16), kv[c + 1], a1);
+          }
+          part[h][j] = _mm512_add_ps(a0, a1);
+        }
+      }
+      // Online softmax over these 16 rows, per head.
+      for (std::size_t h = 0; h < hn; ++h) {
+        const std::size_t hh = h0 + h;
+        const __m512 logit = _mm512_mask_mov_ps(_mm512_set1_ps(ninf), valid,
+                                                _mm512_mul_ps(reduce16(part[h]), vscale));
+        const float bm = _mm512_reduce_max_ps(logit);
+        const float mn = bm > st.m[hh] ? bm : st.m[hh];
+        if (mn == ninf) {
+          _mm512_store_ps(pw[h], _mm512_setzero_ps());
+          continue;
+        }
+        if (mn != st.m[hh]) {
+          const float c = std::exp(st.m[hh] - mn);
+          st.z[hh] *= c;
+          float* a = st.acc + hh * D;
+          const __m512 cv = _mm512_set1_ps(c);
+          for (std::size_t i = 0; i < NV; ++i)
+            _mm512_storeu_ps(a + 16 * i, _mm512_mul_ps(_mm512_loadu_ps(a + 16 * i), cv));
+          st.m[hh] = mn;
+        }
+        const __m512 e = _mm512_maskz_mov_ps(
+            valid, vexp(fbatch(_mm512_sub_ps(logit, _mm512_set1_ps(mn)))));
+        _mm512_store_ps(pw[h], e);
+        st.z[hh] += _mm512_reduce_add_ps(e);
+      }
+      // acc_h += sum_j pw[h][j] * V_j, HB heads per pass (accumulators stay in registers).
+      for (std::size_t hb = 0; hb < hn; hb += HB) {
+        const std::size_t hc = hn - hb < HB ? hn - hb : HB;
+        __m512 acc[HB][NV];
+        for (std::size_t h = 0; h < HB; ++h)
+          for (std::size_t i = 0; i < NV; ++i)
+            acc[h][i] = h < hc ? _mm512_loadu_ps(st.acc + (h0 + hb + h) * D + 16 * i)
+                               : _mm512_setzero_ps();
+        for (std::size_t j = 0; j < nb; ++j) {
+          const T* vr = vrows[j];
+          __m512 vv[NV];
+          for (std::size_t i = 0; i < NV; ++i) vv[i] = widen16(vr + 16 * i);
+          for (std::size_t h = 0; h < HB; ++h) {
+            if (h >= hc) break;
+            const __m512 w = _mm512_set1_ps(pw[hb + h][j]);
+            for (std::size_t i = 0; i < NV; ++i) acc[h][i] = _mm512_fmadd_ps(w, vv[i], acc[h][i]);
+          }
+        }
+        for (std::size_t h = 0; h < hc; ++h)
+          for (std::size_t i = 0; i < NV; ++i)
+            _mm512_storeu_ps(st.acc + (h0 + hb + h) * D + 16 * i, acc[h][i]);
+      }
+    }
+  }
+}
+#else
+#define SPARQ_ATTEND_AVX512 0
+#endif
+
 /// Folds n rows (positions pos(0..n)) into the online state of g heads.
 /// q: [g][d] fp32; p: scratch [g][attend_block].
 template <std::size_t D, class T, class Pos, class Traffic>
 void attend_online(const float* q, std::size_t g, std::size_t d, float scale, rows_view<const T> k,
                    rows_view<const T> v, Pos pos, std::size_t n, const online_state& st, float* p,
                    Traffic& traffic) noexcept {
+#if SPARQ_ATTEND_AVX512
+  if constexpr (D != 0 && D % 16 == 0 && D <= 256) {
+    (void)d;
+    (void)p;
+    attend_online_16<D, T>(q, g, scale, k, v, pos, n, st, traffic);
+    return;
+  }
+#endif
   if constexpr (D != 0) d = D;
   const std::size_t row_bytes = d * sizeof(T);
   for (std::size_t b0 = 0; b0 < n; b0 += attend_block) {

@@ -91,6 +91,32 @@ inline fbatch vmax(const fbatch& a, const fbatch& b) noexcept {
 }
 
 inline float hsum(const fbatch& x) noexcept { return xsimd::hadd(x); }
+
+/// exp(x) lane-wise, for the softmax kernels. AVX-512: Cephes-style range reduction with a
+/// degree-6 polynomial and vscalefps (about 12 instructions, ~1 ulp, exp(-inf) = 0, inputs
+/// below -104 give 0); elsewhere xsimd::exp.
+inline fbatch vexp(const fbatch& xin) noexcept {
+#if defined(__AVX512F__)
+  const __m512 x = _mm512_maskz_max_ps(static_cast<__mmask16>(0xffff), _mm512_set1_ps(-104.0f),
+                                       _mm512_maskz_min_ps(static_cast<__mmask16>(0xffff), xin,
+                                                           _mm512_set1_ps(88.7f)));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 rr = _mm512_mul_ps(r, r);
+  p = _mm512_fmadd_ps(p, rr, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return fbatch(_mm512_maskz_scalef_ps(static_cast<__mmask16>(0xffff), p, n));
+#else
+  return xsimd::exp(xin);
+#endif
+}
 inline float hmax(const fbatch& x) noexcept {
   alignas(64) float tmp[lanes];
   x.store_aligned(tmp);

@@ -1,0 +1,211 @@
+// sparq-bench-kernels: Google Benchmark suite of the kernels, single-threaded.
+//
+// Names are filter-friendly, e.g.
+//   step/sparq/f16/gqa32x8/B1/S16384/r16/k1024     step/dense/f16/gqa32x8/B1/S16384
+//   topk/sparq/n65536/k4096    topk/nth_element/n65536/k4096    topk/partial_sort/...
+// (--benchmark_filter='step/.*/S65536' runs the 64k cases.)
+//
+// Steps run through sparq::batch_step with one thread over all B x H_kv items. Bytes per
+// iteration (SetBytesProcessed, so bytes_per_second is reported) are what the kernels report
+// to a sparq::traffic_counter in one untimed run. One KV cache is built per shape and reused by
+// the following cases of the same shape; caches of small S fit in the LLC here (sparq-bench
+// rotates copies to measure DRAM; this suite measures the kernels).
+//
+// Cross product, pruned to a few minutes:
+//   f16, GQA 32/8, B = 1:  S in {1k, 4k, 16k, 64k, 128k}, dense and SparQ (r = 16, k = S/16)
+//   f32 and bf16:          S in {4k, 16k}
+//   MHA 32/32:             S in {4k, 16k}
+//   B = 8:                 S in {4k, 16k}
+//   r in {8, 16, 32} x k in {64, 128, S/16}: f16 GQA B = 1, S in {16k, 64k} (SparQ only)
+//   top-k over 64k scores, k in {128, 4096}: sparq::top_k vs std::nth_element, partial_sort
+
+#include <benchmark/benchmark.h>
+
+#include <sparq/parallel.hpp>
+#include <sparq/sparq.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr std::size_t d = 128;
+
+struct shape {
+  std::size_t batch, q_heads, kv_heads, S;
+  bool operator==(const shape& o) const {
+    return batch == o.batch && q_heads == o.q_heads && kv_heads == o.kv_heads && S == o.S;
+  }
+};
+
+// The most recently built cache of each dtype (cases are registered grouped by shape).
+template <class T>
+struct fixture {
+  shape sh{};
+  std::unique_ptr<sparq::kv_cache<T>> cache;
+  std::vector<float> q;
+
+  static fixture& get(const shape& s) {
+    static fixture f;
+    if (!f.cache || !(f.sh == s)) {
+      f.cache.reset();
+      f.sh = s;
+      f.cache = std::make_unique<sparq::kv_cache<T>>(s.batch, s.kv_heads, s.S, d);
+      std::mt19937 rng(7);
+      std::normal_distribution<float> nd;
+      std::vector<float> k(s.kv_heads * d), v(s.kv_heads * d);
+      for (std::size_t b = 0; b < s.batch; ++b)
+        for (std::size_t t = 0; t < s.S; ++t) {
+          for (auto& x : k) x = nd(rng);
+          for (auto& x : v) x = nd(rng);
+          f.cache->append(b, k.data(), v.data());
+        }
+      f.q.resize(s.batch * s.q_heads * d);
+      for (auto& x : f.q) x = nd(rng);
+    }
+    return f;
+  }
+};
+
+template <class T>
+void bm_step(benchmark::State& state, shape s, sparq::batch_mode mode, std::size_t r,
+             std::size_t k) {
+  auto& fx = fixture<T>::get(s);
+  sparq::config cfg;
+  cfg.rank = r;
+  cfg.top_k = k;
+  cfg.local = k / 4;
+  const std::size_t g = s.q_heads / s.kv_heads;
+  sparq::batch_step<T> st(s.batch, s.kv_heads, g, s.S, d, cfg, 1, mode);
+  std::vector<unsigned char> ws(st.workspace_bytes());
+  std::vector<float> out(fx.q.size());
+  const sparq::workspace w{ws.data(), ws.size()};
+
+  sparq::traffic_counter tc;
+  st.prepare(fx.q.data(), out.data(), *fx.cache, w, 1);
+  for (std::size_t p = 0; p < st.phases(); ++p) st.run_phase(p, 0, 1, tc);
+  const auto bytes = static_cast<std::int64_t>(tc.total_bytes());
+
+  for (auto _ : state) {
+    st.prepare(fx.q.data(), out.data(), *fx.cache, w, 1);
+    for (std::size_t p = 0; p < st.phases(); ++p) st.run_phase(p, 0, 1);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(bytes * static_cast<std::int64_t>(state.iterations()));
+  state.counters["bytes_per_step"] = static_cast<double>(bytes);
+}
+
+std::string kilo(std::size_t S) { return std::to_string(S); }
+
+template <class T>
+void add_pair(const char* dt, const char* layout, shape s, std::size_t r, std::size_t k,
+              bool with_dense = true) {
+  const std::string base = "/" + std::string(dt) + "/" + layout + "/B" + std::to_string(s.batch) +
+                           "/S" + kilo(s.S);
+  if (with_dense)
+    benchmark::RegisterBenchmark(("step/dense" + base).c_str(), bm_step<T>, s,
+                                 sparq::batch_mode::dense, r, k)
+        ->Unit(benchmark::kMicrosecond)
+        ->MinTime(0.2);
+  benchmark::RegisterBenchmark(
+      ("step/sparq" + base + "/r" + std::to_string(r) + "/k" + std::to_string(k)).c_str(),
+      bm_step<T>, s, sparq::batch_mode::sparq, r, k)
+      ->Unit(benchmark::kMicrosecond)
+      ->MinTime(0.2);
+}
+
+// Scores shaped like SparQ's sel: a sum of 4 softmax distributions over n positions.
+std::vector<float> sel_like(std::size_t n) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<float> sel(n, 0.0f), e(n);
+  for (int h = 0; h < 4; ++h) {
+    double z = 0;
+    for (auto& x : e) z += x = std::exp(2.0f * nd(rng));
+    for (std::size_t i = 0; i < n; ++i) sel[i] += static_cast<float>(e[i] / z);
+  }
+  return sel;
+}
+
+void bm_topk_sparq(benchmark::State& state, std::size_t n, std::size_t k) {
+  const auto x = sel_like(n);
+  std::vector<std::uint32_t> out(n);
+  std::vector<unsigned char> scratch(sparq::top_k_scratch_bytes(n));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(sparq::top_k(x.data(), n, k, out.data(), scratch.data()));
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(n * state.iterations()));
+}
+
+// std::nth_element / partial_sort on an index array by (value desc, index asc), then the
+// chosen indices sorted ascending (what sparq::top_k returns). The index array is refilled
+// with iota each iteration (part of the timed work, as a real caller must do it).
+void bm_topk_std(benchmark::State& state, std::size_t n, std::size_t k, bool partial) {
+  const auto x = sel_like(n);
+  std::vector<std::uint32_t> idx(n);
+  auto better = [&](std::uint32_t a, std::uint32_t b) {
+    return x[a] > x[b] || (x[a] == x[b] && a < b);
+  };
+  for (auto _ : state) {
+    std::iota(idx.begin(), idx.end(), 0u);
+    if (partial)
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), better);
+    else
+      std::nth_element(idx.begin(), idx.begin() + (k - 1), idx.end(), better);
+    std::sort(idx.begin(), idx.begin() + k);
+    benchmark::DoNotOptimize(idx.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(n * state.iterations()));
+}
+
+void register_all() {
+  const std::size_t Ks[] = {1024, 4096, 16384, 65536, 131072};
+  // Main sweep: f16, GQA 32/8, batch 1.
+  for (std::size_t S : Ks) add_pair<sparq::f16>("f16", "gqa32x8", {1, 32, 8, S}, 16, S / 16);
+  // Storage types.
+  for (std::size_t S : {std::size_t{4096}, std::size_t{16384}}) {
+    add_pair<float>("f32", "gqa32x8", {1, 32, 8, S}, 16, S / 16);
+    add_pair<sparq::bf16>("bf16", "gqa32x8", {1, 32, 8, S}, 16, S / 16);
+  }
+  // Multi-head attention, and batch 8.
+  for (std::size_t S : {std::size_t{4096}, std::size_t{16384}})
+    add_pair<sparq::f16>("f16", "mha32x32", {1, 32, 32, S}, 16, S / 16);
+  for (std::size_t S : {std::size_t{4096}, std::size_t{16384}})
+    add_pair<sparq::f16>("f16", "gqa32x8", {8, 32, 8, S}, 16, S / 16);
+  // Rank and k sweep.
+  for (std::size_t S : {std::size_t{16384}, std::size_t{65536}})
+    for (std::size_t r : {8, 16, 32})
+      for (std::size_t k : {std::size_t{64}, std::size_t{128}, S / 16})
+        add_pair<sparq::f16>("f16", "gqa32x8", {1, 32, 8, S}, r, k, false);
+  // Top-k alone.
+  for (std::size_t k : {std::size_t{128}, std::size_t{4096}}) {
+    const std::size_t n = 65536;
+    const std::string tail = "/n" + std::to_string(n) + "/k" + std::to_string(k);
+    benchmark::RegisterBenchmark(("topk/sparq" + tail).c_str(), bm_topk_sparq, n, k)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("topk/nth_element" + tail).c_str(), bm_topk_std, n, k, false)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("topk/partial_sort" + tail).c_str(), bm_topk_std, n, k, true)
+        ->Unit(benchmark::kMicrosecond);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

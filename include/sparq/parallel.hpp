@@ -1,0 +1,635 @@
+#pragma once
+/// \file parallel.hpp
+/// Batched, multi-threaded decode steps (SparQ or dense) over B sequences x H_kv KV heads x a
+/// group of g query heads each, plus a small persistent thread pool to drive them.
+///
+/// Threading model (ggml style): the engine owns the threads. Every thread calls the same
+/// function with its own index `ith` in [0, nth); the function does that thread's share. A
+/// step is a short list of phases separated by barriers; `run_phase(p, ith, nth)` does one
+/// phase, `compute(ith, nth, barrier)` does them all, calling the engine's barrier in between,
+/// and `run(pool, nth, step)` drives everything with a sparq::thread_pool.
+///
+///   sparq::batch_step<sparq::f16> st(B, H_kv, g, capacity, d, cfg, /*max_threads*/ 8);
+///   std::vector<std::byte> buf(st.workspace_bytes());      // plan once
+///   sparq::thread_pool pool(4);
+///   st.prepare(q, out, cache, {buf.data(), buf.size()}, 4);  // per step: bind q/out/cache
+///   sparq::run(pool, 4, st);                                // out: [B][H_kv*g][d]
+///
+/// Work items are (sequence, KV head) pairs. With at least as many items as threads each
+/// thread runs whole items (one phase, no barrier). With fewer items than threads the step
+/// also splits over S: stage 1 and dense attention over fixed chunks of `parallel_chunk`
+/// positions, top-k through per-chunk histograms merged by integer sums, and the gathered
+/// attention over fixed blocks of `parallel_attend_block` positions merged by log-sum-exp.
+///
+/// Determinism: an item is ALWAYS computed with those same chunks, blocks and merge orders,
+/// whoever runs it, so the result is bit-identical for every thread count (the boundaries
+/// depend on S and k only). The arithmetic differs from sparq::step (which does not chunk)
+/// by rounding only.
+///
+/// Allocates: the plan allocates its item table once; prepare/run_phase never allocate (all
+/// scratch is carved from the caller's workspace, planned for `max_threads`). Throws: the
+/// constructor and prepare (sparq::error, on bad sizes); the phases never. prepare() and the phases must see the same nth.
+///
+/// Traffic: the policy's calls are made by whichever thread does the work; a counting
+/// policy (traffic_counter) is not thread-safe, so count with nth = 1.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "config.hpp"
+#include "detail/attend_kernel.hpp"
+#include "detail/simd.hpp"
+#include "error.hpp"
+#include "kv_cache.hpp"
+#include "stage1_scores.hpp"
+#include "stage2_attend.hpp"
+#include "stage3_reallocate.hpp"
+#include "topk.hpp"
+#include "traffic.hpp"
+#include "view.hpp"
+#include "workspace.hpp"
+
+namespace sparq {
+
+// ------------------------------------------------------------------------------------------
+// thread_pool
+// ------------------------------------------------------------------------------------------
+
+/// A fixed set of worker threads that run `fn(ith)` for ith in [0, nth) (the calling thread
+/// is ith = 0) and return when all are done. Workers spin briefly between runs (decode steps
+/// come back to back), then sleep on a condition variable. Not reentrant: one run at a time.
+class thread_pool {
+ public:
+  /// threads: total threads including the caller; 0 means std::thread::hardware_concurrency().
+  explicit thread_pool(std::size_t threads = 0) {
+    if (threads == 0) threads = std::max<std::size_t>(1, std::thread::hardware_concurrency());
+    workers_.reserve(threads - 1);
+    for (std::size_t i = 1; i < threads; ++i) workers_.emplace_back([this, i] { loop(i); });
+  }
+  ~thread_pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  thread_pool(const thread_pool&) = delete;
+  thread_pool& operator=(const thread_pool&) = delete;
+
+  /// Total threads (workers + the caller).
+  std::size_t size() const noexcept { return workers_.size() + 1; }
+
+  /// Calls fn(ith) once for every ith in [0, nth) and returns when all calls are done. The
+  /// first min(nth, size()) run concurrently (fn(0) on this thread); with nth > size() each
+  /// thread t runs ith = t, t + size(), ... in turn.
+  template <class F>
+  void run(std::size_t nth, F&& fn) {
+    const std::size_t P = std::min(nth, size());
+    if (P <= 1) {
+      for (std::size_t ith = 0; ith < nth; ++ith) fn(ith);
+      return;
+    }
+    auto strided = [&fn, nth, P](std::size_t t) {
+      for (std::size_t ith = t; ith < nth; ith += P) fn(ith);
+    };
+    using Fn = decltype(strided);
+    ctx_ = static_cast<void*>(&strided);
+    call_ = [](void* c, std::size_t t) { (*static_cast<Fn*>(c))(t); };
+    nth_ = P;
+    pending_.store(P - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    strided(0);
+    while (pending_.load(std::memory_order_acquire) != 0) relax();
+  }
+
+ private:
+  static void relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    std::this_thread::yield();
+#endif
+  }
+  void loop(std::size_t id) {
+    std::uint64_t seen = 0;
+    for (;;) {
+      // Spin up to ~1 ms for the next run, then sleep.
+      auto t0 = std::chrono::steady_clock::now();
+      std::uint64_t g;
+      for (std::size_t i = 0;; ++i) {
+        g = gen_.load(std::memory_order_acquire);
+        if (g != seen) break;
+        relax();
+        if ((i & 1023) == 1023 && std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(1)) {
+          std::unique_lock<std::mutex> lk(mu_);
+          cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+          g = gen_.load(std::memory_order_acquire);
+          break;
+        }
+      }
+      seen = g;
+      if (stop_) return;
+      if (id < nth_) {
+        call_(ctx_, id);
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<std::uint64_t> gen_{0};
+  std::atomic<std::size_t> pending_{0};
+  std::size_t nth_ = 0;
+  void (*call_)(void*, std::size_t) = nullptr;
+  void* ctx_ = nullptr;
+  bool stop_ = false;
+};
+
+// ------------------------------------------------------------------------------------------
+// batch_step
+// ------------------------------------------------------------------------------------------
+
+/// Positions per stage-1 / dense chunk when a step is split over S (fixed: never nth-based).
+inline constexpr std::size_t parallel_chunk = 4096;
+/// Gathered positions per block of SparQ's exact attention (fixed).
+inline constexpr std::size_t parallel_attend_block = 512;
+
+enum class batch_mode { sparq, dense };
+
+/// A planned batched step. q and out are [B][H_kv * g][d] fp32; query head j of a sequence
+/// uses KV head j / g. Sequence b's length is the cache's length at prepare(); a sequence of
+/// length 0 gets zero output.
+template <class T>
+class batch_step {
+  static constexpr int bucket_shift = 32 - detail::topk_bucket_bits;
+
+ public:
+  batch_step(std::size_t batch, std::size_t kv_heads, std::size_t group, std::size_t capacity,
+             std::size_t head_dim, const config& cfg, std::size_t max_threads,
+             batch_mode mode = batch_mode::sparq)
+      : B_(batch), H_(kv_heads), g_(group), cap_(capacity), d_(head_dim), cfg_(cfg),
+        max_threads_(max_threads == 0 ? 1 : max_threads), mode_(mode),
+        views_(batch * kv_heads), len_(batch * kv_heads, 0) {
+    if (batch == 0 || kv_heads == 0 || group == 0 || capacity == 0)
+      detail::fail("batch_step: batch, kv_heads, group and capacity must be >= 1");
+    cfg_.validate(head_dim);
+    scale_ = cfg_.scale_for(d_);
+    items_ = B_ * H_;
+    nc_ = (cap_ + parallel_chunk - 1) / parallel_chunk;
+    const std::size_t npos = std::min(cfg_.top_k, cap_);
+    nb_ = mode_ == batch_mode::dense ? nc_
+                                      : (npos + parallel_attend_block - 1) / parallel_attend_block;
+    ld_ = detail::align_up(cap_, 16);
+    const std::size_t g = g_, d = d_, r = cfg_.rank;
+    std::size_t at = 0;
+    auto take = [&](std::size_t n) {
+      const std::size_t o = at;
+      at += detail::align_up(n, 64);
+      return o;
+    };
+    if (mode_ == batch_mode::sparq) {
+      o_.a = take(d * 4);
+      o_.order = take(d * 4);
+      o_.i1 = take(r * 4);
+      o_.qs = take(g * r * 4);
+      o_.topk = take(top_k_scratch_bytes(d));
+      o_.e = take(g * ld_ * 4);
+      o_.sel = take(ld_ * 4);
+      o_.cm = take(nc_ * g * 4);
+      o_.cz = take(nc_ * g * 4);
+      o_.cf = take(nc_ * g * 4);
+      o_.hist = take(nc_ * detail::topk_buckets * 4);
+      o_.cnt = take(nc_ * 4);
+      o_.cpos = take(ld_ * 4);
+      o_.pos = take(ld_ * 4);
+      o_.cand = take(ld_ * 8);
+      o_.info = take(4 * 8);
+    }
+    bstride_ = detail::align_up((g * d + 3 * g) * 4, 64);
+    o_.blocks = take(nb_ * bstride_);
+    slot_bytes_ = at;
+    pstride_ = detail::align_up(g * detail::attend_block * 4, 64);
+  }
+
+  std::size_t items() const noexcept { return items_; }
+  std::size_t max_threads() const noexcept { return max_threads_; }
+
+  /// Scratch bytes for any nth <= max_threads.
+  std::size_t workspace_bytes() const noexcept {
+    return slots_for(max_threads_) * slot_bytes_ + max_threads_ * pstride_ + 64;
+  }
+
+  /// Binds one step's inputs; call from one thread before the phases. view_of(b, h) returns
+  /// the kv_head_view<const T> of sequence b, KV head h (its length is that sequence's S).
+  template <class ViewOf>
+  void prepare_views(const float* q, float* out, ViewOf&& view_of, workspace ws,
+                     std::size_t nth) {
+    if (nth == 0 || nth > max_threads_)
+      detail::fail("batch_step::prepare: nth = ", nth, "; allowed: 1 <= nth <= max_threads (",
+                   max_threads_, ")");
+    if (ws.data == nullptr || ws.bytes < workspace_bytes())
+      detail::fail("batch_step::prepare: workspace.bytes = ", ws.bytes, "; need >= ",
+                   workspace_bytes());
+    q_ = q;
+    out_ = out;
+    for (std::size_t b = 0; b < B_; ++b)
+      for (std::size_t h = 0; h < H_; ++h) {
+        views_[b * H_ + h] = view_of(b, h);
+        const std::size_t S = views_[b * H_ + h].length();
+        if (S > cap_) detail::fail("batch_step::prepare: length ", S, " > capacity ", cap_);
+        len_[b * H_ + h] = S;
+      }
+    base_ = detail::align64(ws.data);
+    pscratch_ = base_ + slots_for(max_threads_) * slot_bytes_;
+    nth_ = nth;
+    split_ = items_ < nth;
+    max_chunks_ = 0;
+    for (std::size_t it = 0; it < items_; ++it)
+      max_chunks_ = std::max(max_chunks_, (len_[it] + parallel_chunk - 1) / parallel_chunk);
+  }
+
+  /// prepare() for a sparq::kv_cache.
+  template <class Alloc>
+  void prepare(const float* q, float* out, const kv_cache<T, Alloc>& cache, workspace ws,
+               std::size_t nth) {
+    if (mode_ == batch_mode::dense) {
+      prepare_views(q, out,
+                    [&](std::size_t b, std::size_t h) {
+                      return kv_head_view<const T>{cache.keys(b, h), {}, cache.values(b, h),
+                                                   nullptr};
+                    },
+                    ws, nth);
+    } else {
+      prepare_views(q, out, [&](std::size_t b, std::size_t h) { return cache.head(b, h); }, ws,
+                    nth);
+    }
+  }
+
+  /// Phases of the prepared step (1 when every thread runs whole items).
+  std::size_t phases() const noexcept {
+    if (!split_) return 1;
+    return mode_ == batch_mode::dense ? 2 : 9;
+  }
+
+  /// Does thread ith's share of phase p. Every thread must finish phase p before any starts
+  /// phase p + 1.
+  template <class Traffic = no_traffic>
+  void run_phase(std::size_t p, std::size_t ith, std::size_t nth, Traffic& traffic) noexcept {
+    if (!split_) {
+      const std::size_t i0 = ith * items_ / nth, i1 = (ith + 1) * items_ / nth;
+      for (std::size_t it = i0; it < i1; ++it) whole_item(it, ith, ith, traffic);
+      return;
+    }
+    const std::size_t mc = max_chunks_, mb = nb_;
+    auto units = [&](std::size_t per_item, auto&& f) {
+      const std::size_t U = items_ * per_item;
+      const std::size_t u0 = ith * U / nth, u1 = (ith + 1) * U / nth;
+      for (std::size_t u = u0; u < u1; ++u) f(u / per_item, u % per_item);
+    };
+    if (mode_ == batch_mode::dense) {
+      if (p == 0) units(mc, [&](std::size_t it, std::size_t c) { dense_block(it, it, c, ith, traffic); });
+      else units(1, [&](std::size_t it, std::size_t) { finish(it, it, traffic); });
+      return;
+    }
+    switch (p) {
+      case 0: units(1, [&](std::size_t it, std::size_t) { prologue(it, it); }); break;
+      case 1: units(mc, [&](std::size_t it, std::size_t c) { stage1_chunk(it, it, c, traffic); }); break;
+      case 2: units(1, [&](std::size_t it, std::size_t) { reduce1(it, it); }); break;
+      case 3: units(mc, [&](std::size_t it, std::size_t c) { sel_chunk(it, it, c); }); break;
+      case 4: units(1, [&](std::size_t it, std::size_t) { bucket(it, it); }); break;
+      case 5: units(mc, [&](std::size_t it, std::size_t c) { collect_chunk(it, it, c); }); break;
+      case 6: units(1, [&](std::size_t it, std::size_t) { finalize(it, it); }); break;
+      case 7: units(mb, [&](std::size_t it, std::size_t j) { attend_block(it, it, j, ith, traffic); }); break;
+      default: units(1, [&](std::size_t it, std::size_t) { finish(it, it, traffic); }); break;
+    }
+  }
+  void run_phase(std::size_t p, std::size_t ith, std::size_t nth) noexcept {
+    no_traffic t;
+    run_phase(p, ith, nth, t);
+  }
+
+  /// All phases for thread ith; barrier() must block until all nth threads have called it.
+  template <class Barrier>
+  void compute(std::size_t ith, std::size_t nth, Barrier&& barrier) noexcept {
+    const std::size_t np = phases();
+    for (std::size_t p = 0; p < np; ++p) {
+      if (p) barrier();
+      run_phase(p, ith, nth);
+    }
+  }
+
+ private:
+  struct offsets {
+    std::size_t a = 0, order = 0, i1 = 0, qs = 0, topk = 0, e = 0, sel = 0, cm = 0, cz = 0,
+                cf = 0, hist = 0, cnt = 0, cpos = 0, pos = 0, cand = 0, info = 0, blocks = 0;
+  };
+  // info[0] = bucket, info[1] = need, info[2] = n positions, info[3] = rest.
+
+  std::size_t slots_for(std::size_t nth) const noexcept {
+    // Split (items < nth): one slot per item. Whole items: one slot per thread.
+    return std::min(items_, nth);
+  }
+  unsigned char* slot(std::size_t s) const noexcept { return base_ + s * slot_bytes_; }
+  template <class U>
+  U* at(std::size_t s, std::size_t off) const noexcept {
+    return reinterpret_cast<U*>(slot(s) + off);
+  }
+  float* block_state(std::size_t s, std::size_t j) const noexcept {
+    return reinterpret_cast<float*>(slot(s) + o_.blocks + j * bstride_);
+  }
+  const float* q_of(std::size_t it) const noexcept { return q_ + it * g_ * d_; }
+  float* out_of(std::size_t it) const noexcept { return out_ + it * g_ * d_; }
+  bool full(std::size_t it) const noexcept { return cfg_.top_k >= len_[it]; }
+  std::size_t chunks(std::size_t it) const noexcept {
+    return (len_[it] + parallel_chunk - 1) / parallel_chunk;
+  }
+  std::size_t npos(std::size_t it) const noexcept { return std::min(cfg_.top_k, len_[it]); }
+
+  template <class Traffic>
+  void whole_item(std::size_t it, std::size_t s, std::size_t ith, Traffic& traffic) noexcept {
+    const std::size_t nc = chunks(it);
+    if (mode_ == batch_mode::dense) {
+      for (std::size_t c = 0; c < nc; ++c) dense_block(it, s, c, ith, traffic);
+      finish(it, s, traffic);
+      return;
+    }
+    prologue(it, s);
+    for (std::size_t c = 0; c < nc; ++c) stage1_chunk(it, s, c, traffic);
+    reduce1(it, s);
+    for (std::size_t c = 0; c < nc; ++c) sel_chunk(it, s, c);
+    bucket(it, s);
+    for (std::size_t c = 0; c < nc; ++c) collect_chunk(it, s, c);
+    finalize(it, s);
+    const std::size_t nb = (npos(it) + parallel_attend_block - 1) / parallel_attend_block;
+    for (std::size_t j = 0; j < nb; ++j) attend_block(it, s, j, ith, traffic);
+    finish(it, s, traffic);
+  }
+
+  // i1 and the scaled query components.
+  void prologue(std::size_t it, std::size_t s) noexcept {
+    if (len_[it] == 0 || full(it)) return;
+    const std::size_t r = cfg_.rank;
+    std::uint32_t* i1 = at<std::uint32_t>(s, o_.i1);
+    choose_components(q_of(it), g_, d_, r, at<float>(s, o_.a), at<std::uint32_t>(s, o_.order),
+                      slot(s) + o_.topk, i1);
+    scaled_query_components(q_of(it), g_, d_, i1, r, scale_, at<float>(s, o_.qs));
+  }
+
+  // Approximate logits over chunk c, the chunk's max per head, exp(logit - chunk max) and
+  // the chunk's sum per head.
+  template <class Traffic>
+  void stage1_chunk(std::size_t it, std::size_t s, std::size_t c, Traffic& traffic) noexcept {
+    const std::size_t S = len_[it];
+    if (full(it) || c * parallel_chunk >= S) return;
+    const std::size_t s0 = c * parallel_chunk, s1 = std::min(S, s0 + parallel_chunk);
+    const std::size_t g = g_;
+    float* e = at<float>(s, o_.e);
+    float* cm = at<float>(s, o_.cm) + c * g;
+    float* cz = at<float>(s, o_.cz) + c * g;
+    for (std::size_t h = 0; h < g; ++h) cm[h] = -std::numeric_limits<float>::infinity();
+    traffic.begin(stage::scores);
+    approximate_logits(at<float>(s, o_.qs), g, cfg_.rank, views_[it].kt,
+                       at<std::uint32_t>(s, o_.i1), s0, s1, e, ld_, cm, traffic);
+    for (std::size_t h = 0; h < g; ++h)
+      cz[h] = detail::exp_shift_sum(e + h * ld_ + s0, s1 - s0, cm[h]);
+  }
+
+  // Global max and sum per head; per-chunk factors exp(m_c - m) / z.
+  void reduce1(std::size_t it, std::size_t s) noexcept {
+    if (len_[it] == 0 || full(it)) return;
+    const std::size_t g = g_, nc = chunks(it);
+    const float* cm = at<float>(s, o_.cm);
+    const float* cz = at<float>(s, o_.cz);
+    float* cf = at<float>(s, o_.cf);
+    for (std::size_t h = 0; h < g; ++h) {
+      float m = -std::numeric_limits<float>::infinity();
+      for (std::size_t c = 0; c < nc; ++c) m = std::max(m, cm[c * g + h]);
+      float z = 0.0f;
+      for (std::size_t c = 0; c < nc; ++c) z += cz[c * g + h] * std::exp(cm[c * g + h] - m);
+      const float inv = 1.0f / z;
+      for (std::size_t c = 0; c < nc; ++c) cf[c * g + h] = std::exp(cm[c * g + h] - m) * inv;
+    }
+  }
+
+  // sel over chunk c and the histogram of its keys (positions before the local window).
+  void sel_chunk(std::size_t it, std::size_t s, std::size_t c) noexcept {
+    const std::size_t S = len_[it];
+    if (full(it) || c * parallel_chunk >= S) return;
+    const std::size_t s0 = c * parallel_chunk, s1 = std::min(S, s0 + parallel_chunk);
+    const std::size_t rest = S - cfg_.local;
+    std::uint32_t* hist = at<std::uint32_t>(s, o_.hist) + c * detail::topk_buckets;
+    detail::sel_histogram(at<float>(s, o_.e), g_, ld_, at<float>(s, o_.cf) + c * g_, s0, s1,
+                          rest, at<float>(s, o_.sel), hist);
+  }
+
+  void bucket(std::size_t it, std::size_t s) noexcept {
+    const std::size_t S = len_[it];
+    if (S == 0 || full(it)) return;
+    std::uint64_t* info = at<std::uint64_t>(s, o_.info);
+    const std::size_t want = cfg_.top_k - cfg_.local;
+    const std::size_t rest = S - cfg_.local;
+    info[3] = rest;
+    if (want == 0) {
+      info[0] = detail::topk_buckets;  // nothing passes
+      info[1] = 0;
+      return;
+    }
+    const std::size_t nc = chunks(it);
+    const std::uint32_t* hist = at<std::uint32_t>(s, o_.hist);
+    std::size_t above = 0, b = detail::topk_buckets;
+    while (b-- > 0) {
+      std::size_t cnt = 0;
+      for (std::size_t c = 0; c < nc; ++c) cnt += hist[c * detail::topk_buckets + b];
+      if (above + cnt >= want) break;
+      above += cnt;
+    }
+    info[0] = b;
+    info[1] = want - above;
+  }
+
+  void collect_chunk(std::size_t it, std::size_t s, std::size_t c) noexcept {
+    const std::size_t S = len_[it];
+    if (full(it) || c * parallel_chunk >= S) return;
+    const std::uint64_t* info = at<std::uint64_t>(s, o_.info);
+    const std::size_t rest = info[3];
+    const std::size_t s0 = c * parallel_chunk, s1 = std::min(rest, s0 + parallel_chunk);
+    std::uint32_t* cnt = at<std::uint32_t>(s, o_.cnt) + c;
+    if (s0 >= s1 || info[0] >= detail::topk_buckets) {
+      *cnt = 0;
+      return;
+    }
+    *cnt = static_cast<std::uint32_t>(detail::collect_at_or_above(
+        at<float>(s, o_.sel), s0, s1, static_cast<std::uint32_t>(info[0]),
+        at<std::uint32_t>(s, o_.cpos) + s0));
+  }
+
+  void finalize(std::size_t it, std::size_t s) noexcept {
+    const std::size_t S = len_[it];
+    if (S == 0) return;
+    std::uint32_t* pos = at<std::uint32_t>(s, o_.pos);
+    std::uint64_t* info = at<std::uint64_t>(s, o_.info);
+    if (full(it)) {
+      for (std::size_t i = 0; i < S; ++i) pos[i] = static_cast<std::uint32_t>(i);
+      info[2] = S;
+      return;
+    }
+    const std::size_t nc = chunks(it);
+    const std::uint32_t* cnt = at<std::uint32_t>(s, o_.cnt);
+    const std::uint32_t* cpos = at<std::uint32_t>(s, o_.cpos);
+    std::size_t m = 0;
+    for (std::size_t c = 0; c < nc; ++c) {
+      std::memcpy(pos + m, cpos + c * parallel_chunk, cnt[c] * sizeof(std::uint32_t));
+      m += cnt[c];
+    }
+    const std::size_t want = cfg_.top_k - cfg_.local;
+    if (m > want)
+      m = detail::resolve_bucket(at<float>(s, o_.sel), pos, m, static_cast<std::uint32_t>(info[0]),
+                                 info[1], at<std::uint64_t>(s, o_.cand));
+    for (std::size_t p = info[3]; p < S; ++p) pos[m++] = static_cast<std::uint32_t>(p);
+    info[2] = m;
+  }
+
+  template <class Traffic>
+  void attend_block(std::size_t it, std::size_t s, std::size_t j, std::size_t ith,
+                    Traffic& traffic) noexcept {
+    const std::size_t S = len_[it];
+    if (S == 0) return;
+    const std::size_t n = npos(it);
+    const std::size_t p0 = j * parallel_attend_block;
+    if (p0 >= n) return;
+    const std::size_t nb = std::min(parallel_attend_block, n - p0);
+    const std::size_t g = g_, d = d_;
+    float* bs = block_state(s, j);
+    const detail::online_state st{bs, bs + g * d, bs + g * d + g};
+    float* ap = bs + g * d + 2 * g;
+    float* p = reinterpret_cast<float*>(pscratch_ + ith * pstride_);
+    const std::uint32_t* pos = at<std::uint32_t>(s, o_.pos) + p0;
+    traffic.begin(stage::attend);
+    detail::online_init(st, g, d);
+    const auto& kv = views_[it];
+    detail::dispatch_head_dim(d, [&](auto D) {
+      detail::attend_online<decltype(D)::value>(q_of(it), g, d, scale_, kv.k, kv.v,
+                                                detail::indexed_positions{pos}, nb, st, p,
+                                                traffic);
+    });
+    if (full(it)) return;
+    const float* e = at<float>(s, o_.e);
+    const float* cf = at<float>(s, o_.cf);
+    for (std::size_t h = 0; h < g; ++h) {
+      float a = 0.0f;
+      for (std::size_t i = 0; i < nb; ++i)
+        a += e[h * ld_ + pos[i]] * cf[(pos[i] / parallel_chunk) * g + h];
+      ap[h] = a;
+    }
+  }
+
+  template <class Traffic>
+  void dense_block(std::size_t it, std::size_t s, std::size_t c, std::size_t ith,
+                   Traffic& traffic) noexcept {
+    const std::size_t S = len_[it];
+    if (c * parallel_chunk >= S) return;
+    const std::size_t s0 = c * parallel_chunk, n = std::min(parallel_chunk, S - s0);
+    const std::size_t g = g_, d = d_;
+    float* bs = block_state(s, c);
+    const detail::online_state st{bs, bs + g * d, bs + g * d + g};
+    float* p = reinterpret_cast<float*>(pscratch_ + ith * pstride_);
+    traffic.begin(stage::dense);
+    detail::online_init(st, g, d);
+    const auto& kv = views_[it];
+    detail::dispatch_head_dim(d, [&](auto D) {
+      detail::attend_online<decltype(D)::value>(q_of(it), g, d, scale_, kv.k, kv.v,
+                                                detail::contiguous_positions{s0}, n, st, p,
+                                                traffic);
+    });
+  }
+
+  // Log-sum-exp merge of the blocks in block order, fetched mass, reallocation.
+  template <class Traffic>
+  void finish(std::size_t it, std::size_t s, Traffic& traffic) noexcept {
+    const std::size_t S = len_[it], g = g_, d = d_;
+    float* out = out_of(it);
+    if (S == 0) {
+      for (std::size_t i = 0; i < g * d; ++i) out[i] = 0.0f;
+      return;
+    }
+    const bool dense = mode_ == batch_mode::dense;
+    const std::size_t n = dense ? S : npos(it);
+    const std::size_t bsz = dense ? parallel_chunk : parallel_attend_block;
+    const std::size_t nb = (n + bsz - 1) / bsz;
+    for (std::size_t h = 0; h < g; ++h) {
+      float m = -std::numeric_limits<float>::infinity();
+      for (std::size_t j = 0; j < nb; ++j) m = std::max(m, block_state(s, j)[g * d + h]);
+      float z = 0.0f, alpha = 0.0f;
+      float* o = out + h * d;
+      for (std::size_t i = 0; i < d; ++i) o[i] = 0.0f;
+      for (std::size_t j = 0; j < nb; ++j) {
+        const float* bs = block_state(s, j);
+        const float bz = bs[g * d + g + h];
+        if (bz == 0.0f) continue;
+        const float c = std::exp(bs[g * d + h] - m);
+        z += bz * c;
+        const float* acc = bs + h * d;
+        for (std::size_t i = 0; i < d; ++i) o[i] += acc[i] * c;
+        if (!dense) alpha += bs[g * d + 2 * g + h];
+      }
+      const float inv = z > 0.0f ? 1.0f / z : 0.0f;
+      for (std::size_t i = 0; i < d; ++i) o[i] *= inv;
+      if (!dense && !full(it) && cfg_.reallocate) {
+        alpha = alpha < 1.0f ? alpha : 1.0f;
+        const float* vm = views_[it].v_mean;
+        if (h == 0) {
+          traffic.begin(stage::reallocate);
+          traffic.read(arena::v_mean, vm, d * sizeof(float));
+        }
+        const float b = 1.0f - alpha;
+        for (std::size_t i = 0; i < d; ++i) o[i] = alpha * o[i] + b * vm[i];
+      }
+    }
+  }
+
+  std::size_t B_, H_, g_, cap_, d_;
+  config cfg_;
+  std::size_t max_threads_;
+  batch_mode mode_;
+  std::vector<kv_head_view<const T>> views_;
+  std::vector<std::size_t> len_;
+  float scale_ = 1.0f;
+  std::size_t items_ = 0, nc_ = 0, nb_ = 0, ld_ = 0, bstride_ = 0, slot_bytes_ = 0, pstride_ = 0;
+  offsets o_;
+  // Bound by prepare().
+  const float* q_ = nullptr;
+  float* out_ = nullptr;
+  unsigned char* base_ = nullptr;
+  unsigned char* pscratch_ = nullptr;
+  std::size_t nth_ = 1, max_chunks_ = 0;
+  bool split_ = false;
+};
+
+/// Runs every phase of a prepared step with the nth given to prepare(), on the pool's threads
+/// (if the pool has fewer than nth threads, each runs several shares; same result).
+template <class T>
+void run(thread_pool& pool, std::size_t nth, batch_step<T>& st) {
+  const std::size_t np = st.phases();
+  for (std::size_t p = 0; p < np; ++p)
+    pool.run(nth, [&](std::size_t ith) { st.run_phase(p, ith, nth); });
+}
+
+}  // namespace sparq
