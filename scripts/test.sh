@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs missing dependencies, then
 #   1. Release build (native SIMD tier) + all tests,
-#   2. Debug build with AddressSanitizer + UndefinedBehaviorSanitizer + all tests,
+#   2. Debug build with AddressSanitizer + UndefinedBehaviorSanitizer + all tests, and a
+#      ThreadSanitizer build of the threaded tests,
 #   3. consumer projects: find_package(sparq) after install, and add_subdirectory,
 #   4. the other SIMD tiers (x86-64-v3 = AVX2, x86-64 = SSE2, scalar) build and pass the
 #      tests; the AVX2 binaries contain no AVX-512 instruction (checked by disassembly),
@@ -30,6 +31,14 @@ cmake -S . -B "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF 
 cmake --build "$out/asan" -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir "$out/asan" --output-on-failure -j"$jobs" -E 'dhat|tiny_lm'
+
+echo "== [2/6] ThreadSanitizer build of the threaded tests"
+tsan="-fsanitize=thread -fno-omit-frame-pointer"
+cmake -S . -B "$out/tsan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF -DSPARQ_WERROR=OFF \
+  -DSPARQ_BUILD_EXAMPLES=OFF -DSPARQ_TESTS_ONLY="parallel" -DCMAKE_CXX_FLAGS="$tsan -O1" \
+  -DCMAKE_EXE_LINKER_FLAGS="$tsan"
+cmake --build "$out/tsan" -j"$jobs"
+TSAN_OPTIONS=halt_on_error=1 ctest --test-dir "$out/tsan" --output-on-failure -j1 -E 'dhat'
 
 echo "== [3/6] Consumer projects"
 rm -rf "$out/prefix"

@@ -5,6 +5,9 @@
 # `valgrind --tool=dhat` and compares DHAT's bytes read per block with sparq's counters.
 # Valgrind 3.19 has no AVX-512, so this program is built for AVX2 (x86-64-v3) whatever
 # SPARQ_ARCH says: the -march from sparq_target_defaults is removed, not just overridden.
+if(SPARQ_TESTS_ONLY AND NOT "dhat" MATCHES "${SPARQ_TESTS_ONLY}")
+  return()  # a subset build (see SPARQ_TESTS_ONLY) that does not ask for the DHAT check
+endif()
 add_executable(dhat_step ${CMAKE_CURRENT_SOURCE_DIR}/dhat/dhat_step.cpp)
 sparq_target_defaults(dhat_step)
 get_target_property(_sparq_dhat_opts dhat_step COMPILE_OPTIONS)
