@@ -4,8 +4,9 @@
 #   2. Debug build with AddressSanitizer + UndefinedBehaviorSanitizer + all tests, and a
 #      ThreadSanitizer build of the threaded tests,
 #   3. consumer projects: find_package(sparq) after install, and add_subdirectory,
-#   4. the other SIMD tiers (x86-64-v3 = AVX2, x86-64 = SSE2, scalar) build and pass the
-#      tests; the AVX2 binaries contain no AVX-512 instruction (checked by disassembly),
+#   4. the other SIMD tiers (x86-64-v3 = AVX2, x86-64 = SSE2, scalar, and aarch64 NEON
+#      cross-built and run under qemu-user) build and pass the tier-dependent tests; the AVX2
+#      binaries contain no AVX-512 instruction (checked by disassembly),
 #   5. libFuzzer targets (clang, ASan + UBSan), SPARQ_FUZZ_SECONDS each (default 60),
 #   6. clang-tidy over every public header (check set in .clang-tidy).
 # Usage: bash scripts/test.sh        (build trees go to ./_build/)
@@ -73,6 +74,7 @@ for bin in "$out"/tier-x86-64-v3/tests/test_*; do
   fi
 done
 echo "AVX2 tier binaries: no AVX-512 instructions"
+bash scripts/test-aarch64.sh
 
 echo "== [5/6] fuzzing"
 bash scripts/fuzz.sh "${SPARQ_FUZZ_SECONDS:-60}"

@@ -250,7 +250,8 @@ TYPED_TEST(traffic, AppendMatchesClosedForm) {
         sparq::allocation_stats stats;
         sparq::kv_cache<T, sparq::counting_allocator<T>> c(1, H, cap, d, true,
                                                            sparq::counting_allocator<T>(stats));
-        std::vector<float> k(n * H * d, 0.5f), v(n * H * d, -0.5f);
+        // Room for the 7 warm-up tokens as well as the n counted ones.
+        std::vector<float> k(std::max<std::size_t>(n, 7) * H * d, 0.5f), v(k.size(), -0.5f);
         c.append(0, 7, k.data(), v.data());  // not counted
         sparq::traffic_counter t;
         c.append(0, n, k.data(), v.data(), t);
