@@ -18,6 +18,7 @@
 //   B = 8:                 S in {4k, 16k}
 //   r in {8, 16, 32} x k in {64, 128, S/16}: f16 GQA B = 1, S in {16k, 64k} (SparQ only)
 //   top-k over 64k scores, k in {128, 4096}: sparq::top_k vs std::nth_element, partial_sort
+//   traffic/none vs traffic/counter: what the traffic policy costs (the default: nothing)
 
 #include <benchmark/benchmark.h>
 
@@ -167,7 +168,35 @@ void bm_topk_std(benchmark::State& state, std::size_t n, std::size_t k, bool par
   state.SetItemsProcessed(static_cast<std::int64_t>(n * state.iterations()));
 }
 
+// The cost of traffic accounting: one KV group (g = 4, f16, d = 128, S = 16k, r = 16,
+// k = S/16) through sparq::step with the default policy (no_traffic: empty inline members, so
+// the hooks compile to nothing) and with a traffic_counter (hashes every 64-byte line). The
+// default's time is the kernel's own; the counter's extra time is what counting costs.
+template <class Traffic>
+void bm_traffic(benchmark::State& state) {
+  const shape s{1, 4, 1, 16384};
+  auto& fx = fixture<sparq::f16>::get(s);
+  sparq::config cfg;
+  cfg.rank = 16;
+  cfg.top_k = s.S / 16;
+  cfg.local = cfg.top_k / 4;
+  std::vector<unsigned char> ws(sparq::step_workspace_bytes(4, s.S, d, cfg));
+  std::vector<float> out(4 * d);
+  Traffic traffic;
+  for (auto _ : state) {
+    if constexpr (Traffic::enabled) traffic.reset();
+    sparq::step(fx.q.data(), 4, fx.cache->head(0, 0), cfg, sparq::workspace{ws.data(), ws.size()},
+                out.data(), traffic);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+}
+
 void register_all() {
+  benchmark::RegisterBenchmark("traffic/none/f16/g4/S16384", bm_traffic<sparq::no_traffic>)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("traffic/counter/f16/g4/S16384", bm_traffic<sparq::traffic_counter>)
+      ->Unit(benchmark::kMicrosecond);
   const std::size_t Ks[] = {1024, 4096, 16384, 65536, 131072};
   // Main sweep: f16, GQA 32/8, batch 1.
   for (std::size_t S : Ks) add_pair<sparq::f16>("f16", "gqa32x8", {1, 32, 8, S}, 16, S / 16);
