@@ -18,12 +18,12 @@ jobs=${SPARQ_JOBS:-2}
 out="$root/_build"
 mkdir -p "$out"
 
-echo "== [1/6] Release build and tests"
+echo "== [1/6] Release build and tests ($(date +%T))"
 cmake -S . -B "$out/release" -DCMAKE_BUILD_TYPE=Release -DSPARQ_BUILD_BENCHMARKS=ON
 cmake --build "$out/release" -j"$jobs"
 ctest --test-dir "$out/release" --output-on-failure -j"$jobs"
 
-echo "== [2/6] Debug build with ASan + UBSan and tests"
+echo "== [2/6] Debug build with ASan + UBSan and tests ($(date +%T))"
 san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 # Warnings are errors in the Release build above; here GCC 12 at -O1 reports its own AVX-512
 # intrinsics as -Wuninitialized (GCC bug 105593), so warnings stay warnings in this build.
@@ -33,7 +33,7 @@ cmake --build "$out/asan" -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir "$out/asan" --output-on-failure -j"$jobs" -E 'dhat|tiny_lm'
 
-echo "== [2/6] ThreadSanitizer build of the threaded tests"
+echo "== [2/6] ThreadSanitizer build of the threaded tests ($(date +%T))"
 tsan="-fsanitize=thread -fno-omit-frame-pointer"
 cmake -S . -B "$out/tsan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF -DSPARQ_WERROR=OFF \
   -DSPARQ_BUILD_EXAMPLES=OFF -DSPARQ_TESTS_ONLY="parallel" -DCMAKE_CXX_FLAGS="$tsan -O1" \
@@ -41,7 +41,7 @@ cmake -S . -B "$out/tsan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF 
 cmake --build "$out/tsan" -j"$jobs"
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir "$out/tsan" --output-on-failure -j1 -E 'dhat'
 
-echo "== [3/6] Consumer projects"
+echo "== [3/6] Consumer projects ($(date +%T))"
 rm -rf "$out/prefix"
 cmake --install "$out/release" --prefix "$out/prefix"
 if find "$out/prefix" -path '*test*' -o -path '*bench*' | grep -q .; then
@@ -55,7 +55,7 @@ cmake -S tests/consumer/add_subdirectory -B "$out/consumer-subdir" -DSPARQ_SOURC
 cmake --build "$out/consumer-subdir" -j"$jobs"
 "$out/consumer-subdir/consumer"
 
-echo "== [4/6] SIMD tiers"
+echo "== [4/6] SIMD tiers ($(date +%T))"
 tier_tests="dtype|topk|stages|step|dense|traffic|merge|trace_accuracy|parallel"
 for arch in x86-64-v3 x86-64 scalar; do
   # Only the tests whose code paths depend on the SIMD tier (I/O, allocators and validation
@@ -76,9 +76,9 @@ done
 echo "AVX2 tier binaries: no AVX-512 instructions"
 bash scripts/test-aarch64.sh
 
-echo "== [5/6] fuzzing"
+echo "== [5/6] fuzzing ($(date +%T))"
 bash scripts/fuzz.sh "${SPARQ_FUZZ_SECONDS:-60}"
 
-echo "== [6/6] clang-tidy"
+echo "== [6/6] clang-tidy ($(date +%T))"
 bash scripts/tidy.sh
 echo "== all test stages passed"
