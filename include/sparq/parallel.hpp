@@ -15,6 +15,14 @@
 ///   st.prepare(q, out, cache, {buf.data(), buf.size()}, 4);  // per step: bind q/out/cache
 ///   sparq::run(pool, 4, st);                                // out: [B][H_kv*g][d]
 ///
+/// Per-sequence settings: built from a sparq::decode_policy instead of a config, the step
+/// resolves each sequence's k and l from its length at prepare() (policy.resolve(S)) and runs
+/// dense attention for sequences with policy.use_dense(S) (S < dense_below); the workspace is
+/// planned at construction for the worst case up to the capacity, so prepare never allocates:
+///
+///   sparq::decode_policy pol;  pol.dense_below = 1024;
+///   sparq::batch_step<sparq::f16> st(B, H_kv, g, capacity, d, pol, /*max_threads*/ 8);
+///
 /// Work items are (sequence, KV head) pairs. With at least as many items as threads each
 /// thread runs whole items (one phase, no barrier). With fewer items than threads the step
 /// also splits over S: stage 1 and dense attention over fixed chunks of `parallel_chunk`
@@ -51,6 +59,7 @@
 #include "detail/simd.hpp"
 #include "error.hpp"
 #include "kv_cache.hpp"
+#include "policy.hpp"
 #include "stage1_scores.hpp"
 #include "stage2_attend.hpp"
 #include "stage3_reallocate.hpp"
@@ -79,8 +88,8 @@ class thread_pool {
   ~thread_pool() {
     {
       std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
-      gen_.fetch_add(1, std::memory_order_release);
+      stop_.store(true, std::memory_order_relaxed);
+      gen_.store(next_gen(0), std::memory_order_release);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -107,15 +116,21 @@ class thread_pool {
     using Fn = decltype(strided);
     ctx_ = static_cast<void*>(&strided);
     call_ = [](void* c, std::size_t t) { (*static_cast<Fn*>(c))(t); };
-    nth_ = P;
     pending_.store(P - 1, std::memory_order_relaxed);
     {
+      // The run's thread count travels in the same word as its generation, so a worker
+      // without a share in this run (id >= P) never reads state the next run rewrites: an
+      // idle worker that wakes late can neither run the next run's share under this run's
+      // generation nor count it twice (which left pending_ wrapped and the caller spinning).
       std::lock_guard<std::mutex> lk(mu_);
-      gen_.fetch_add(1, std::memory_order_release);
+      gen_.store(next_gen(P), std::memory_order_release);
     }
     cv_.notify_all();
     strided(0);
-    while (pending_.load(std::memory_order_acquire) != 0) relax();
+    for (std::size_t i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+      relax();
+      if ((i & 255) == 255) std::this_thread::yield();  // let an oversubscribed worker run
+    }
   }
 
  private:
@@ -144,12 +159,18 @@ class thread_pool {
         }
       }
       seen = g;
-      if (stop_) return;
-      if (id < nth_) {
+      if (stop_.load(std::memory_order_relaxed)) return;
+      if (id < (g & 0xffffffffu)) {
         call_(ctx_, id);
         pending_.fetch_sub(1, std::memory_order_acq_rel);
       }
     }
+  }
+  // The next generation word: a run counter in the high 32 bits, the run's P in the low 32.
+  // Only the calling thread writes gen_ (under mu_), so load + store is race-free.
+  std::uint64_t next_gen(std::size_t P) const noexcept {
+    return (((gen_.load(std::memory_order_relaxed) >> 32) + 1) << 32) |
+           static_cast<std::uint64_t>(P);
   }
 
   std::vector<std::thread> workers_;
@@ -157,10 +178,9 @@ class thread_pool {
   std::condition_variable cv_;
   std::atomic<std::uint64_t> gen_{0};
   std::atomic<std::size_t> pending_{0};
-  std::size_t nth_ = 0;
   void (*call_)(void*, std::size_t) = nullptr;
   void* ctx_ = nullptr;
-  bool stop_ = false;
+  std::atomic<bool> stop_{false};
 };
 
 // ------------------------------------------------------------------------------------------
@@ -187,16 +207,64 @@ class batch_step {
              batch_mode mode = batch_mode::sparq)
       : B_(batch), H_(kv_heads), g_(group), cap_(capacity), d_(head_dim), cfg_(cfg),
         max_threads_(max_threads == 0 ? 1 : max_threads), mode_(mode),
-        views_(batch * kv_heads), len_(batch * kv_heads, 0) {
-    if (batch == 0 || kv_heads == 0 || group == 0 || capacity == 0)
-      detail::fail("batch_step: batch, kv_heads, group and capacity must be >= 1");
+        views_(batch * kv_heads), len_(batch * kv_heads, 0), k_(batch * kv_heads, cfg.top_k),
+        l_(batch * kv_heads, cfg.local),
+        dense_(batch * kv_heads, mode == batch_mode::dense ? 1 : 0) {
+    check_sizes();
     cfg_.validate(head_dim);
+    const bool any_sparq = mode_ == batch_mode::sparq, any_dense = mode_ == batch_mode::dense;
+    plan(any_sparq, any_dense, any_sparq ? std::min(cfg_.top_k, cap_) : 0);
+  }
+
+  /// A step whose settings come from a decode_policy, per sequence, at prepare(): sequence b
+  /// of length S uses dense attention when policy.use_dense(S), else SparQ with
+  /// policy.resolve(S) (k from S with its clamps, l from k). The workspace is planned here
+  /// for the worst case over every length up to `capacity`, so prepare() never allocates.
+  /// Throws sparq::error on bad sizes or an invalid policy (policy.validate).
+  batch_step(std::size_t batch, std::size_t kv_heads, std::size_t group, std::size_t capacity,
+             std::size_t head_dim, const decode_policy& policy, std::size_t max_threads)
+      : B_(batch), H_(kv_heads), g_(group), cap_(capacity), d_(head_dim),
+        max_threads_(max_threads == 0 ? 1 : max_threads), mode_(batch_mode::sparq),
+        policy_(policy), has_policy_(true), views_(batch * kv_heads), len_(batch * kv_heads, 0),
+        k_(batch * kv_heads, 0), l_(batch * kv_heads, 0), dense_(batch * kv_heads, 0) {
+    check_sizes();
+    policy_.validate(head_dim);
+    // resolve(S) is non-decreasing in S (round, then clamps), so the longest SparQ
+    // sequence has the most gathered positions; any length below dense_below is dense.
+    cfg_ = policy_.resolve(cap_);
+    const bool any_dense = policy_.dense_below > 0;
+    const bool any_sparq = !policy_.use_dense(cap_);
+    plan(any_sparq, any_dense, any_sparq ? std::min(cfg_.top_k, cap_) : 0);
+  }
+
+  /// True when built from a decode_policy.
+  bool has_policy() const noexcept { return has_policy_; }
+  /// The policy (meaningful when has_policy()).
+  const decode_policy& policy() const noexcept { return policy_; }
+  /// After prepare(): whether sequence b runs dense attention, and the k and l it runs SparQ
+  /// with (k >= S means every position, i.e. exact dense attention through the SparQ path).
+  bool sequence_dense(std::size_t b) const noexcept { return dense_[b * H_] != 0; }
+  std::size_t sequence_top_k(std::size_t b) const noexcept { return k_[b * H_]; }
+  std::size_t sequence_local(std::size_t b) const noexcept { return l_[b * H_]; }
+
+ private:
+  void check_sizes() const {
+    if (B_ == 0) detail::fail("batch_step: batch = 0; allowed: >= 1");
+    if (H_ == 0) detail::fail("batch_step: kv_heads = 0; allowed: >= 1");
+    if (g_ == 0) detail::fail("batch_step: group = 0; allowed: >= 1");
+    if (cap_ == 0) detail::fail("batch_step: capacity = 0; allowed: >= 1");
+    if (d_ == 0) detail::fail("batch_step: head_dim = 0; allowed: >= 1");
+  }
+
+  // Lays out one slot. any_sparq: some item may run SparQ (needs the selection scratch);
+  // any_dense: some item may run dense (needs a block state per chunk of S); max_npos: the
+  // most positions a SparQ item may gather.
+  void plan(bool any_sparq, bool any_dense, std::size_t max_npos) {
     scale_ = cfg_.scale_for(d_);
     items_ = B_ * H_;
     nc_ = (cap_ + parallel_chunk - 1) / parallel_chunk;
-    const std::size_t npos = std::min(cfg_.top_k, cap_);
-    nb_ = mode_ == batch_mode::dense ? nc_
-                                      : (npos + parallel_attend_block - 1) / parallel_attend_block;
+    const std::size_t nb_sparq = (max_npos + parallel_attend_block - 1) / parallel_attend_block;
+    nb_ = std::max(any_dense ? nc_ : 0, any_sparq ? nb_sparq : 0);
     ld_ = detail::align_up(cap_, 16);
     const std::size_t g = g_, d = d_, r = cfg_.rank;
     std::size_t at = 0;
@@ -205,7 +273,7 @@ class batch_step {
       at += detail::align_up(n, 64);
       return o;
     };
-    if (mode_ == batch_mode::sparq) {
+    if (any_sparq) {
       o_.a = take(d * 4);
       o_.order = take(d * 4);
       o_.i1 = take(r * 4);
@@ -229,6 +297,7 @@ class batch_step {
     pstride_ = detail::align_up(g * detail::attend_block * 4, 64);
   }
 
+ public:
   std::size_t items() const noexcept { return items_; }
   std::size_t max_threads() const noexcept { return max_threads_; }
 
@@ -247,20 +316,50 @@ class batch_step {
                    max_threads_, ")");
     if (ws.data == nullptr || ws.bytes < workspace_bytes())
       detail::fail("batch_step::prepare: workspace.bytes = ", ws.bytes, "; need >= ",
-                   workspace_bytes());
-    q_ = q;
-    out_ = out;
+                   workspace_bytes(), " (workspace_bytes())");
+    if (q == nullptr) detail::fail("batch_step::prepare: q is null");
+    if (out == nullptr) detail::fail("batch_step::prepare: out is null");
     for (std::size_t b = 0; b < B_; ++b)
       for (std::size_t h = 0; h < H_; ++h) {
-        views_[b * H_ + h] = view_of(b, h);
-        const std::size_t S = views_[b * H_ + h].length();
-        if (S > cap_) detail::fail("batch_step::prepare: length ", S, " > capacity ", cap_);
-        len_[b * H_ + h] = S;
+        const std::size_t it = b * H_ + h;
+        views_[it] = view_of(b, h);
+        const auto& kv = views_[it];
+        const std::size_t S = kv.length();
+        if (S > cap_)
+          detail::fail("batch_step::prepare: sequence ", b, " length = ", S, " > capacity (",
+                       cap_, ")");
+        len_[it] = S;
+        if (has_policy_) {
+          const bool dn = policy_.use_dense(S);
+          const config c = policy_.resolve(S);
+          dense_[it] = dn ? 1 : 0;
+          k_[it] = c.top_k;
+          l_[it] = c.local;
+        }
+        if (S == 0) continue;
+        if (kv.dim() != d_ || kv.v.dim != d_)
+          detail::fail("batch_step::prepare: sequence ", b, " head ", h, " k.dim = ", kv.dim(),
+                       "; must equal head_dim (", d_, ")");
+        if (kv.k.data == nullptr || kv.v.data == nullptr || kv.v.length != S)
+          detail::fail("batch_step::prepare: sequence ", b, " head ", h,
+                       ": k/v rows missing or of different lengths");
+        if (!dense_[it] && k_[it] < S) {
+          if (kv.kt.data == nullptr || kv.kt.length != S || kv.kt.dim != d_)
+            detail::fail("batch_step::prepare: sequence ", b, " head ", h,
+                         ": kt missing or not [head_dim][length]");
+          if (cfg_.reallocate && kv.v_mean == nullptr)
+            detail::fail("batch_step::prepare: sequence ", b, " head ", h,
+                         ": v_mean is null but reallocate is on");
+        }
       }
+    q_ = q;
+    out_ = out;
     base_ = detail::align64(ws.data);
     pscratch_ = base_ + slots_for(max_threads_) * slot_bytes_;
     nth_ = nth;
     split_ = items_ < nth;
+    any_sparq_ = false;
+    for (std::size_t it = 0; it < items_; ++it) any_sparq_ = any_sparq_ || !dense_[it];
     max_chunks_ = 0;
     for (std::size_t it = 0; it < items_; ++it)
       max_chunks_ = std::max(max_chunks_, (len_[it] + parallel_chunk - 1) / parallel_chunk);
@@ -270,23 +369,31 @@ class batch_step {
   template <class Alloc>
   void prepare(const float* q, float* out, const kv_cache<T, Alloc>& cache, workspace ws,
                std::size_t nth) {
-    if (mode_ == batch_mode::dense) {
-      prepare_views(q, out,
-                    [&](std::size_t b, std::size_t h) {
+    if (cache.batch() != B_)
+      detail::fail("batch_step::prepare: cache.batch() = ", cache.batch(), "; must equal batch (",
+                   B_, ")");
+    if (cache.kv_heads() != H_)
+      detail::fail("batch_step::prepare: cache.kv_heads() = ", cache.kv_heads(),
+                   "; must equal kv_heads (", H_, ")");
+    if (cache.head_dim() != d_)
+      detail::fail("batch_step::prepare: cache.head_dim() = ", cache.head_dim(),
+                   "; must equal head_dim (", d_, ")");
+    prepare_views(q, out,
+                  [&](std::size_t b, std::size_t h) {
+                    const bool dense = mode_ == batch_mode::dense ||
+                                       (has_policy_ && policy_.use_dense(cache.length(b)));
+                    if (dense || !cache.has_kt())
                       return kv_head_view<const T>{cache.keys(b, h), {}, cache.values(b, h),
-                                                   nullptr};
-                    },
-                    ws, nth);
-    } else {
-      prepare_views(q, out, [&](std::size_t b, std::size_t h) { return cache.head(b, h); }, ws,
-                    nth);
-    }
+                                                   cache.v_mean(b, h)};
+                    return cache.head(b, h);
+                  },
+                  ws, nth);
   }
 
   /// Phases of the prepared step (1 when every thread runs whole items).
   std::size_t phases() const noexcept {
     if (!split_) return 1;
-    return mode_ == batch_mode::dense ? 2 : 9;
+    return any_sparq_ ? 9 : 2;
   }
 
   /// Does thread ith's share of phase p. Every thread must finish phase p before any starts
@@ -304,14 +411,21 @@ class batch_step {
       const std::size_t u0 = ith * U / nth, u1 = (ith + 1) * U / nth;
       for (std::size_t u = u0; u < u1; ++u) f(u / per_item, u % per_item);
     };
-    if (mode_ == batch_mode::dense) {
+    if (!any_sparq_) {
       if (p == 0) units(mc, [&](std::size_t it, std::size_t c) { dense_block(it, it, c, ith, traffic); });
       else units(1, [&](std::size_t it, std::size_t) { finish(it, it, traffic); });
       return;
     }
+    // Dense items (policy) do their chunks in phase 1 and merge in phase 8; the SparQ-only
+    // functions return at once for them.
     switch (p) {
       case 0: units(1, [&](std::size_t it, std::size_t) { prologue(it, it); }); break;
-      case 1: units(mc, [&](std::size_t it, std::size_t c) { stage1_chunk(it, it, c, traffic); }); break;
+      case 1:
+        units(mc, [&](std::size_t it, std::size_t c) {
+          if (dense_[it]) dense_block(it, it, c, ith, traffic);
+          else stage1_chunk(it, it, c, traffic);
+        });
+        break;
       case 2: units(1, [&](std::size_t it, std::size_t) { reduce1(it, it); }); break;
       case 3: units(mc, [&](std::size_t it, std::size_t c) { sel_chunk(it, it, c); }); break;
       case 4: units(1, [&](std::size_t it, std::size_t) { bucket(it, it); }); break;
@@ -357,16 +471,16 @@ class batch_step {
   }
   const float* q_of(std::size_t it) const noexcept { return q_ + it * g_ * d_; }
   float* out_of(std::size_t it) const noexcept { return out_ + it * g_ * d_; }
-  bool full(std::size_t it) const noexcept { return cfg_.top_k >= len_[it]; }
+  bool full(std::size_t it) const noexcept { return k_[it] >= len_[it]; }
   std::size_t chunks(std::size_t it) const noexcept {
     return (len_[it] + parallel_chunk - 1) / parallel_chunk;
   }
-  std::size_t npos(std::size_t it) const noexcept { return std::min(cfg_.top_k, len_[it]); }
+  std::size_t npos(std::size_t it) const noexcept { return std::min(k_[it], len_[it]); }
 
   template <class Traffic>
   void whole_item(std::size_t it, std::size_t s, std::size_t ith, Traffic& traffic) noexcept {
     const std::size_t nc = chunks(it);
-    if (mode_ == batch_mode::dense) {
+    if (dense_[it]) {
       for (std::size_t c = 0; c < nc; ++c) dense_block(it, s, c, ith, traffic);
       finish(it, s, traffic);
       return;
@@ -385,7 +499,7 @@ class batch_step {
 
   // i1 and the scaled query components.
   void prologue(std::size_t it, std::size_t s) noexcept {
-    if (len_[it] == 0 || full(it)) return;
+    if (dense_[it] || len_[it] == 0 || full(it)) return;
     const std::size_t r = cfg_.rank;
     std::uint32_t* i1 = at<std::uint32_t>(s, o_.i1);
     choose_components(q_of(it), g_, d_, r, at<float>(s, o_.a), at<std::uint32_t>(s, o_.order),
@@ -398,7 +512,7 @@ class batch_step {
   template <class Traffic>
   void stage1_chunk(std::size_t it, std::size_t s, std::size_t c, Traffic& traffic) noexcept {
     const std::size_t S = len_[it];
-    if (full(it) || c * parallel_chunk >= S) return;
+    if (dense_[it] || full(it) || c * parallel_chunk >= S) return;
     const std::size_t s0 = c * parallel_chunk, s1 = std::min(S, s0 + parallel_chunk);
     const std::size_t g = g_;
     float* e = at<float>(s, o_.e);
@@ -414,7 +528,7 @@ class batch_step {
 
   // Global max and sum per head; per-chunk factors exp(m_c - m) / z.
   void reduce1(std::size_t it, std::size_t s) noexcept {
-    if (len_[it] == 0 || full(it)) return;
+    if (dense_[it] || len_[it] == 0 || full(it)) return;
     const std::size_t g = g_, nc = chunks(it);
     const float* cm = at<float>(s, o_.cm);
     const float* cz = at<float>(s, o_.cz);
@@ -432,9 +546,9 @@ class batch_step {
   // sel over chunk c and the histogram of its keys (positions before the local window).
   void sel_chunk(std::size_t it, std::size_t s, std::size_t c) noexcept {
     const std::size_t S = len_[it];
-    if (full(it) || c * parallel_chunk >= S) return;
+    if (dense_[it] || full(it) || c * parallel_chunk >= S) return;
     const std::size_t s0 = c * parallel_chunk, s1 = std::min(S, s0 + parallel_chunk);
-    const std::size_t rest = S - cfg_.local;
+    const std::size_t rest = S - l_[it];
     std::uint32_t* hist = at<std::uint32_t>(s, o_.hist) + c * detail::topk_buckets;
     detail::sel_histogram(at<float>(s, o_.e), g_, ld_, at<float>(s, o_.cf) + c * g_, s0, s1,
                           rest, at<float>(s, o_.sel), hist);
@@ -442,10 +556,10 @@ class batch_step {
 
   void bucket(std::size_t it, std::size_t s) noexcept {
     const std::size_t S = len_[it];
-    if (S == 0 || full(it)) return;
+    if (dense_[it] || S == 0 || full(it)) return;
     std::uint64_t* info = at<std::uint64_t>(s, o_.info);
-    const std::size_t want = cfg_.top_k - cfg_.local;
-    const std::size_t rest = S - cfg_.local;
+    const std::size_t want = k_[it] - l_[it];
+    const std::size_t rest = S - l_[it];
     info[3] = rest;
     if (want == 0) {
       info[0] = detail::topk_buckets;  // nothing passes
@@ -467,7 +581,7 @@ class batch_step {
 
   void collect_chunk(std::size_t it, std::size_t s, std::size_t c) noexcept {
     const std::size_t S = len_[it];
-    if (full(it) || c * parallel_chunk >= S) return;
+    if (dense_[it] || full(it) || c * parallel_chunk >= S) return;
     const std::uint64_t* info = at<std::uint64_t>(s, o_.info);
     const std::size_t rest = info[3];
     const std::size_t s0 = c * parallel_chunk, s1 = std::min(rest, s0 + parallel_chunk);
@@ -483,7 +597,7 @@ class batch_step {
 
   void finalize(std::size_t it, std::size_t s) noexcept {
     const std::size_t S = len_[it];
-    if (S == 0) return;
+    if (dense_[it] || S == 0) return;
     std::uint32_t* pos = at<std::uint32_t>(s, o_.pos);
     std::uint64_t* info = at<std::uint64_t>(s, o_.info);
     if (full(it)) {
@@ -499,7 +613,7 @@ class batch_step {
       std::memcpy(pos + m, cpos + c * parallel_chunk, cnt[c] * sizeof(std::uint32_t));
       m += cnt[c];
     }
-    const std::size_t want = cfg_.top_k - cfg_.local;
+    const std::size_t want = k_[it] - l_[it];
     if (m > want)
       m = detail::resolve_bucket(at<float>(s, o_.sel), pos, m, static_cast<std::uint32_t>(info[0]),
                                  info[1], at<std::uint64_t>(s, o_.cand));
@@ -511,7 +625,7 @@ class batch_step {
   void attend_block(std::size_t it, std::size_t s, std::size_t j, std::size_t ith,
                     Traffic& traffic) noexcept {
     const std::size_t S = len_[it];
-    if (S == 0) return;
+    if (dense_[it] || S == 0) return;
     const std::size_t n = npos(it);
     const std::size_t p0 = j * parallel_attend_block;
     if (p0 >= n) return;
@@ -570,7 +684,7 @@ class batch_step {
       for (std::size_t i = 0; i < g * d; ++i) out[i] = 0.0f;
       return;
     }
-    const bool dense = mode_ == batch_mode::dense;
+    const bool dense = dense_[it] != 0;
     const std::size_t n = dense ? S : npos(it);
     const std::size_t bsz = dense ? parallel_chunk : parallel_attend_block;
     const std::size_t nb = (n + bsz - 1) / bsz;
@@ -609,8 +723,14 @@ class batch_step {
   config cfg_;
   std::size_t max_threads_;
   batch_mode mode_;
+  decode_policy policy_;
+  bool has_policy_ = false;
   std::vector<kv_head_view<const T>> views_;
   std::vector<std::size_t> len_;
+  // Per item (sequence, KV head): k, l, and whether it runs dense (fixed, or resolved by the
+  // policy at prepare()).
+  std::vector<std::size_t> k_, l_;
+  std::vector<unsigned char> dense_;
   float scale_ = 1.0f;
   std::size_t items_ = 0, nc_ = 0, nb_ = 0, ld_ = 0, bstride_ = 0, slot_bytes_ = 0, pstride_ = 0;
   offsets o_;
@@ -620,7 +740,7 @@ class batch_step {
   unsigned char* base_ = nullptr;
   unsigned char* pscratch_ = nullptr;
   std::size_t nth_ = 1, max_chunks_ = 0;
-  bool split_ = false;
+  bool split_ = false, any_sparq_ = true;
 };
 
 /// Runs every phase of a prepared step with the nth given to prepare(), on the pool's threads

@@ -1,0 +1,536 @@
+// sparq::batch_step and sparq::thread_pool (include/sparq/parallel.hpp): the batched,
+// multi-threaded decode step over a kv_cache with ragged lengths.
+//  - each (sequence, KV head) equals sparq::step / dense_step within rounding, and the float64
+//    oracles (ref::sparq where the selections agree, ref::dense);
+//  - the output is bit-identical (memcmp) for every thread count, driven by the thread_pool
+//    and by compute(ith, nth, barrier) on the test's own std::threads and barrier, both on the
+//    per-item path and on the S-split path (fewer items than threads);
+//  - length 0 gives zero output; prepare()/constructor errors name the argument;
+//  - prepare + run allocate nothing (a global operator-new counter that lives in this test);
+//  - the decode_policy constructor: per-sequence k and l from S, dense below dense_below.
+
+#include "test_util.hpp"
+
+#include <sparq/parallel.hpp>
+#include <sparq/policy.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <thread>
+
+// ---------------------------------------------------------------------------------------------
+// Global heap counter (as tests/test_counting_allocator.cpp): every operator new counts while a
+// heap_watch is alive.
+namespace {
+std::atomic<int> g_watching{0};
+std::atomic<std::size_t> g_heap_news{0};
+
+void* counted_new(std::size_t n) {
+  if (g_watching.load(std::memory_order_relaxed) > 0)
+    g_heap_news.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* counted_new_aligned(std::size_t n, std::align_val_t al) {
+  if (g_watching.load(std::memory_order_relaxed) > 0)
+    g_heap_news.fetch_add(1, std::memory_order_relaxed);
+  void* p = nullptr;
+  const std::size_t want = static_cast<std::size_t>(al);
+  const std::size_t a = want < sizeof(void*) ? sizeof(void*) : want;
+  if (posix_memalign(&p, a, n ? n : 1) != 0) throw std::bad_alloc();
+  return p;
+}
+
+struct heap_watch {
+  std::size_t start;
+  heap_watch() : start(g_heap_news.load()) { g_watching.fetch_add(1); }
+  ~heap_watch() { g_watching.fetch_sub(1); }
+  std::size_t news() const { return g_heap_news.load() - start; }
+};
+}  // namespace
+
+void* operator new(std::size_t n) { return counted_new(n); }
+void* operator new[](std::size_t n) { return counted_new(n); }
+void* operator new(std::size_t n, std::align_val_t a) { return counted_new_aligned(n, a); }
+void* operator new[](std::size_t n, std::align_val_t a) { return counted_new_aligned(n, a); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return counted_new(n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return counted_new(n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+namespace {
+
+using namespace sparq_test;
+
+constexpr std::size_t kD = 64;
+constexpr std::size_t kMaxThreads = 8;
+const std::size_t kThreadCounts[] = {1, 2, 3, 4, 7, 8};
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// A kv_cache of B sequences x H KV heads filled with random tokens to the given lengths, and
+/// the step's queries [B][H*g][d].
+template <class T>
+struct batch_data {
+  std::size_t B, H, g, d, cap;
+  std::vector<std::size_t> lens;
+  sparq::kv_cache<T> cache;
+  std::vector<float> q;
+
+  batch_data(std::vector<std::size_t> lengths, std::size_t kv_heads, std::size_t group,
+             std::uint64_t seed, std::size_t capacity = 0)
+      : B(lengths.size()), H(kv_heads), g(group), d(kD),
+        cap(capacity ? capacity : *std::max_element(lengths.begin(), lengths.end())),
+        lens(lengths), cache(B, H, std::max<std::size_t>(cap, 1), d) {
+    rng r(seed);
+    for (std::size_t b = 0; b < B; ++b) append(b, lens[b], r);
+    q = random_queries(r, B * H * g, d, 1.0f);
+  }
+
+  void append(std::size_t b, std::size_t n, rng& r) {
+    if (n == 0) return;
+    const auto K = random_rows(r, n * H, d);
+    const auto V = random_rows(r, n * H, d, 1.0f, 11);
+    cache.append(b, n, K.data(), V.data());
+  }
+
+  const float* q_of(std::size_t b, std::size_t h) const { return q.data() + (b * H + h) * g * d; }
+};
+
+/// A spin-free barrier for the test's own threads (mutex + condition variable + generation).
+class test_barrier {
+ public:
+  explicit test_barrier(std::size_t n) : n_(n) {}
+  void wait() {
+    std::unique_lock<std::mutex> lk(mu_);
+    const std::size_t gen = gen_;
+    if (++count_ == n_) {
+      count_ = 0;
+      ++gen_;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lk, [&] { return gen_ != gen; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::size_t n_, count_ = 0, gen_ = 0;
+};
+
+/// Runs a prepared step with nth std::threads calling compute(ith, nth, barrier).
+template <class T>
+void run_threads(sparq::batch_step<T>& st, std::size_t nth) {
+  test_barrier bar(nth);
+  std::vector<std::thread> th;
+  for (std::size_t ith = 1; ith < nth; ++ith)
+    th.emplace_back([&, ith] { st.compute(ith, nth, [&] { bar.wait(); }); });
+  st.compute(0, nth, [&] { bar.wait(); });
+  for (auto& t : th) t.join();
+}
+
+/// One step's output for nth threads, through the pool or through compute() on own threads.
+template <class T>
+std::vector<float> run_step(sparq::batch_step<T>& st, const batch_data<T>& data,
+                            sparq::thread_pool* pool, std::size_t nth) {
+  std::vector<float> out(data.B * data.H * data.g * data.d,
+                         std::numeric_limits<float>::quiet_NaN());
+  scratch_buffer buf(st.workspace_bytes(), 5);
+  st.prepare(data.q.data(), out.data(), data.cache, buf.ws(), nth);
+  if (pool) sparq::run(*pool, nth, st);
+  else run_threads(st, nth);
+  return out;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::vector<double> slice(const std::vector<double>& v, std::size_t off, std::size_t n) {
+  return std::vector<double>(v.begin() + off, v.begin() + off + n);
+}
+
+/// Checks every item of `out` against sparq::step (or dense_step) and the float64 oracles.
+/// cfg_of(S): the SparQ config of a sequence of length S; dense_of(S): whether it is dense.
+template <class T, class CfgOf, class DenseOf>
+void check_items(const batch_data<T>& data, const std::vector<float>& out, CfgOf&& cfg_of,
+                 DenseOf&& dense_of, std::size_t* oracle_checked = nullptr) {
+  const std::size_t g = data.g, d = data.d;
+  for (std::size_t b = 0; b < data.B; ++b)
+    for (std::size_t h = 0; h < data.H; ++h) {
+      SCOPED_TRACE(::testing::Message() << "sequence " << b << " (S = " << data.lens[b]
+                                        << ") kv head " << h << " g = " << g);
+      const float* got = out.data() + (b * data.H + h) * g * d;
+      const std::size_t S = data.lens[b];
+      if (S == 0) {
+        for (std::size_t i = 0; i < g * d; ++i) ASSERT_EQ(got[i], 0.0f) << i;
+        continue;
+      }
+      const auto kv = data.cache.head(b, h);
+      const float* q = data.q_of(b, h);
+      std::vector<float> want(g * d);
+      if (dense_of(S)) {
+        std::vector<unsigned char> ws(sparq::dense_workspace_bytes(g, d));
+        sparq::dense_step(q, g, kv.k, kv.v, 0.0f, {ws.data(), ws.size()}, want.data());
+        const std::vector<double> w64(want.begin(), want.end());
+        EXPECT_LT(rel_l2(got, w64), 1e-5) << "vs dense_step";
+        const auto ref = sparq::ref::dense(q, g, kv.k, kv.v, 1.0 / std::sqrt(double(d)));
+        EXPECT_LT(rel_l2(got, ref), 2e-5) << "vs ref::dense";
+        if (oracle_checked) ++*oracle_checked;
+        continue;
+      }
+      const sparq::config cfg = cfg_of(S);
+      std::vector<unsigned char> ws(sparq::step_workspace_bytes(g, S, d, cfg));
+      const auto res = sparq::step(q, g, kv, cfg, {ws.data(), ws.size()}, want.data());
+      const std::vector<double> w64(want.begin(), want.end());
+      EXPECT_LT(rel_l2(got, w64), 1e-5) << "vs sparq::step";
+      const auto ref = sparq::ref::sparq(q, g, kv, cfg);
+      if (to_vec(res.positions, res.n_positions) == ref.positions &&
+          to_vec(res.components, res.n_components) == ref.components) {
+        EXPECT_LT(rel_l2(got, ref.out), 2e-5) << "vs ref::sparq";
+        for (std::size_t j = 0; j < g; ++j)
+          EXPECT_LT(rel_l2(got + j * d, slice(ref.out, j * d, d)), 2e-5) << "query head " << j;
+        if (oracle_checked) ++*oracle_checked;
+      }
+    }
+}
+
+sparq::config small_cfg() {
+  sparq::config c;
+  c.rank = 16;
+  c.top_k = 128;
+  c.local = 32;
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+
+template <class T>
+class parallel_test : public ::testing::Test {};
+TYPED_TEST_SUITE(parallel_test, storage_types, dtype_names);
+
+// (a) + (b): ragged batch, whole items for nth <= 6 and the S-split for nth = 7, 8 (6 items).
+TYPED_TEST(parallel_test, RaggedBatchMatchesStepAndOracleAndIsBitIdenticalForAnyThreadCount) {
+  using T = TypeParam;
+  sparq::thread_pool pool8(8), pool3(3);
+  for (std::size_t g : {1, 4}) {
+    SCOPED_TRACE(::testing::Message() << "g = " << g);
+    batch_data<T> data({1, 700, 5000}, 2, g, 100 + g);
+    const auto cfg = small_cfg();
+    sparq::batch_step<T> st(data.B, data.H, g, data.cap, data.d, cfg, kMaxThreads);
+    EXPECT_EQ(st.items(), 6u);
+    const auto base = run_step(st, data, &pool8, 1);
+    std::size_t checked = 0;
+    check_items(data, base, [&](std::size_t) { return cfg; }, [](std::size_t) { return false; },
+                &checked);
+    EXPECT_GE(checked, 4u) << "too few items had the oracle's selections";
+    for (std::size_t nth : kThreadCounts) {
+      EXPECT_TRUE(same_bits(base, run_step(st, data, &pool8, nth))) << "pool(8), nth = " << nth;
+      EXPECT_TRUE(same_bits(base, run_step(st, data, &pool3, nth))) << "pool(3), nth = " << nth;
+      EXPECT_TRUE(same_bits(base, run_step(st, data, nullptr, nth))) << "threads, nth = " << nth;
+    }
+  }
+}
+
+// (c): one item split over S: 3 full chunks + 17, and k spanning several attend blocks.
+TYPED_TEST(parallel_test, SplitOverSequenceIsBitIdenticalAndMatchesOracle) {
+  using T = TypeParam;
+  sparq::thread_pool pool(8);
+  const std::size_t S = 3 * sparq::parallel_chunk + 17;
+  for (std::size_t g : {1, 4}) {
+    SCOPED_TRACE(::testing::Message() << "g = " << g);
+    batch_data<T> data({S}, 1, g, 200 + g);
+    sparq::config cfg;
+    cfg.rank = 16;
+    cfg.top_k = 2 * sparq::parallel_attend_block + 100;  // 3 attend blocks
+    cfg.local = 100;
+    sparq::batch_step<T> st(1, 1, g, S, data.d, cfg, kMaxThreads);
+    const auto base = run_step(st, data, &pool, 1);
+    std::size_t checked = 0;
+    check_items(data, base, [&](std::size_t) { return cfg; }, [](std::size_t) { return false; },
+                &checked);
+    EXPECT_EQ(checked, 1u) << "selections differ from the oracle's (rounding near-tie?)";
+    for (std::size_t nth : kThreadCounts) {
+      EXPECT_TRUE(same_bits(base, run_step(st, data, &pool, nth))) << "pool, nth = " << nth;
+      EXPECT_TRUE(same_bits(base, run_step(st, data, nullptr, nth))) << "threads, nth = " << nth;
+    }
+  }
+}
+
+// (d): dense mode, ragged (whole items and split) and one long sequence split over S.
+TYPED_TEST(parallel_test, DenseModeMatchesDenseStepAndOracleAndIsBitIdentical) {
+  using T = TypeParam;
+  sparq::thread_pool pool(8);
+  const auto cfg = small_cfg();
+  for (std::size_t g : {1, 4}) {
+    SCOPED_TRACE(::testing::Message() << "g = " << g);
+    for (const auto& lens : {std::vector<std::size_t>{1, 700, 5000},
+                             std::vector<std::size_t>{3 * sparq::parallel_chunk + 17}}) {
+      batch_data<T> data(lens, lens.size() == 1 ? 1 : 2, g, 300 + g + lens.size());
+      sparq::batch_step<T> st(data.B, data.H, g, data.cap, data.d, cfg, kMaxThreads,
+                              sparq::batch_mode::dense);
+      const auto base = run_step(st, data, &pool, 1);
+      check_items(data, base, [&](std::size_t) { return cfg; }, [](std::size_t) { return true; });
+      for (std::size_t nth : kThreadCounts) {
+        EXPECT_TRUE(same_bits(base, run_step(st, data, &pool, nth))) << "pool, nth = " << nth;
+        EXPECT_TRUE(same_bits(base, run_step(st, data, nullptr, nth))) << "threads, nth = " << nth;
+      }
+    }
+  }
+}
+
+// (e): a sequence of length 0 gives zero output (SparQ and dense, whole items and split).
+TEST(parallel, EmptySequenceGivesZeroOutput) {
+  using T = float;
+  sparq::thread_pool pool(4);
+  for (auto mode : {sparq::batch_mode::sparq, sparq::batch_mode::dense}) {
+    batch_data<T> data({0, 300, 0}, 1, 4, 400, 5000);
+    sparq::batch_step<T> st(data.B, data.H, data.g, data.cap, data.d, small_cfg(), kMaxThreads,
+                            mode);
+    const auto base = run_step(st, data, &pool, 1);
+    check_items(data, base, [](std::size_t) { return small_cfg(); },
+                [&](std::size_t) { return mode == sparq::batch_mode::dense; });
+    for (std::size_t nth : kThreadCounts)  // nth > 3 items: the split path
+      EXPECT_TRUE(same_bits(base, run_step(st, data, &pool, nth))) << "nth = " << nth;
+  }
+  // Every sequence empty.
+  batch_data<T> data({0, 0}, 2, 1, 401, 64);
+  sparq::batch_step<T> st(2, 2, 1, 64, data.d, small_cfg(), kMaxThreads);
+  for (std::size_t nth : {1, 8}) {
+    const auto out = run_step(st, data, &pool, nth);
+    for (float x : out) ASSERT_EQ(x, 0.0f);
+  }
+}
+
+// (f): errors name the argument.
+TEST(parallel, ConstructorAndPrepareErrorsNameTheArgument) {
+  using T = float;
+  const auto cfg = small_cfg();
+  EXPECT_SPARQ_ERROR((sparq::batch_step<T>(0, 1, 1, 16, kD, cfg, 1)), "batch");
+  EXPECT_SPARQ_ERROR((sparq::batch_step<T>(1, 0, 1, 16, kD, cfg, 1)), "kv_heads");
+  EXPECT_SPARQ_ERROR((sparq::batch_step<T>(1, 1, 0, 16, kD, cfg, 1)), "group");
+  EXPECT_SPARQ_ERROR((sparq::batch_step<T>(1, 1, 1, 0, kD, cfg, 1)), "capacity");
+  EXPECT_SPARQ_ERROR((sparq::batch_step<T>(1, 1, 1, 16, 0, cfg, 1)), "head_dim");
+  auto bad = cfg;
+  bad.rank = kD + 1;
+  EXPECT_SPARQ_ERROR((sparq::batch_step<T>(1, 1, 1, 16, kD, bad, 1)), "config.rank");
+  bad = cfg;
+  bad.local = cfg.top_k + 1;
+  EXPECT_SPARQ_ERROR((sparq::batch_step<T>(1, 1, 1, 16, kD, bad, 1)), "config.local");
+  sparq::decode_policy pol;
+  pol.local_fraction = 2.0;
+  EXPECT_SPARQ_ERROR((sparq::batch_step<T>(1, 1, 1, 16, kD, pol, 1)), "decode_policy.local_fraction");
+  pol = {};
+  pol.rank = 0;
+  EXPECT_SPARQ_ERROR((sparq::batch_step<T>(1, 1, 1, 16, kD, pol, 1)), "config.rank");
+
+  batch_data<T> data({10, 20}, 2, 2, 500, 32);
+  sparq::batch_step<T> st(2, 2, 2, 32, kD, cfg, 4);
+  std::vector<float> out(2 * 2 * 2 * kD);
+  scratch_buffer buf(st.workspace_bytes());
+  const float* q = data.q.data();
+  EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), data.cache, buf.ws(), 0), "nth = 0");
+  EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), data.cache, buf.ws(), 5), "nth = 5");
+  EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), data.cache, buf.ws(), 5), "max_threads (4)");
+  sparq::workspace small = buf.ws();
+  small.bytes = st.workspace_bytes() - 1;
+  EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), data.cache, small, 1), "workspace.bytes");
+  EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), data.cache, sparq::workspace{}, 1),
+                     "workspace.bytes");
+  EXPECT_SPARQ_ERROR(st.prepare(nullptr, out.data(), data.cache, buf.ws(), 1), "q is null");
+  EXPECT_SPARQ_ERROR(st.prepare(q, nullptr, data.cache, buf.ws(), 1), "out is null");
+
+  // A cache that does not fit the plan.
+  sparq::kv_cache<T> wrong_b(3, 2, 32, kD), wrong_h(2, 1, 32, kD), wrong_d(2, 2, 32, kD / 2);
+  EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), wrong_b, buf.ws(), 1), "cache.batch()");
+  EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), wrong_h, buf.ws(), 1), "cache.kv_heads()");
+  EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), wrong_d, buf.ws(), 1), "cache.head_dim()");
+  batch_data<T> longer({10, 40}, 2, 2, 501);
+  EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), longer.cache, buf.ws(), 1), "capacity (32)");
+  // A view whose dim does not match.
+  EXPECT_SPARQ_ERROR(st.prepare_views(q, out.data(),
+                                      [&](std::size_t b, std::size_t h) {
+                                        auto v = data.cache.head(b, h);
+                                        v.k.dim = kD - 1;
+                                        return v;
+                                      },
+                                      buf.ws(), 1),
+                     "head_dim");
+  // And it still works afterwards.
+  st.prepare(q, out.data(), data.cache, buf.ws(), 2);
+  sparq::thread_pool pool(2);
+  sparq::run(pool, 2, st);
+  check_items(data, out, [&](std::size_t) { return cfg; }, [](std::size_t) { return false; });
+}
+
+// (g): prepare + run allocate nothing after warm-up (pool and compute on the calling thread).
+TEST(parallel, StepAllocatesNothing) {
+  using T = sparq::f16;
+  sparq::thread_pool pool(4);
+  sparq::decode_policy pol;
+  pol.top_k_min = 32;
+  pol.dense_below = 600;
+  batch_data<T> data({1, 700, 500, 2 * sparq::parallel_chunk + 5}, 1, 4, 600);
+  sparq::batch_step<T> sp(data.B, data.H, 4, data.cap, data.d, small_cfg(), 4);
+  sparq::batch_step<T> de(data.B, data.H, 4, data.cap, data.d, small_cfg(), 4,
+                          sparq::batch_mode::dense);
+  sparq::batch_step<T> po(data.B, data.H, 4, data.cap, data.d, pol, 4);
+  std::vector<float> out(data.q.size());
+  for (auto* st : {&sp, &de, &po}) {
+    scratch_buffer buf(st->workspace_bytes());
+    for (std::size_t nth : {1, 2, 3, 4}) {  // 4 items: whole items; then the split below
+      st->prepare(data.q.data(), out.data(), data.cache, buf.ws(), nth);
+      sparq::run(pool, nth, *st);  // warm-up
+      heap_watch w;
+      for (int rep = 0; rep < 2; ++rep) {
+        st->prepare(data.q.data(), out.data(), data.cache, buf.ws(), nth);
+        sparq::run(pool, nth, *st);
+        st->prepare(data.q.data(), out.data(), data.cache, buf.ws(), 1);
+        st->compute(0, 1, [] {});
+      }
+      EXPECT_EQ(w.news(), 0u) << "nth = " << nth;
+    }
+  }
+  batch_data<T> one({3 * sparq::parallel_chunk}, 1, 4, 601);
+  sparq::batch_step<T> split(1, 1, 4, one.cap, one.d, small_cfg(), 4);
+  std::vector<float> out1(one.q.size());
+  scratch_buffer buf(split.workspace_bytes());
+  split.prepare(one.q.data(), out1.data(), one.cache, buf.ws(), 4);
+  sparq::run(pool, 4, split);
+  heap_watch w;
+  split.prepare(one.q.data(), out1.data(), one.cache, buf.ws(), 4);
+  sparq::run(pool, 4, split);
+  EXPECT_EQ(w.news(), 0u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode_policy: per-sequence k and l from S, dense below a threshold.
+
+sparq::decode_policy test_policy() {
+  sparq::decode_policy p;
+  p.rank = 16;
+  p.top_k_fraction = 1.0 / 16;
+  p.top_k_min = 64;
+  p.top_k_max = 400;
+  p.local_fraction = 0.25;
+  p.dense_below = 1000;
+  return p;
+}
+
+TYPED_TEST(parallel_test, PolicyResolvesEachSequenceAndUsesDenseBelowTheThreshold) {
+  using T = TypeParam;
+  sparq::thread_pool pool(8);
+  const auto pol = test_policy();
+  auto cfg_of = [&](std::size_t S) { return pol.resolve(S); };
+  auto dense_of = [&](std::size_t S) { return pol.use_dense(S); };
+  for (std::size_t g : {1, 4}) {
+    SCOPED_TRACE(::testing::Message() << "g = " << g);
+    // 1, 700: dense; 2000: k = 125, l = 31; 7000: k = 400 (clamped), l = 100.
+    batch_data<T> data({1, 700, 2000, 7000}, 2, g, 700 + g, 8000);
+    sparq::batch_step<T> st(data.B, data.H, g, data.cap, data.d, pol, 12);
+    EXPECT_TRUE(st.has_policy());
+    const auto base = run_step(st, data, &pool, 1);
+    EXPECT_TRUE(st.sequence_dense(0));
+    EXPECT_TRUE(st.sequence_dense(1));
+    EXPECT_FALSE(st.sequence_dense(2));
+    EXPECT_EQ(st.sequence_top_k(2), 125u);
+    EXPECT_EQ(st.sequence_local(2), 31u);
+    EXPECT_FALSE(st.sequence_dense(3));
+    EXPECT_EQ(st.sequence_top_k(3), 400u);
+    EXPECT_EQ(st.sequence_local(3), 100u);
+    std::size_t checked = 0;
+    check_items(data, base, cfg_of, dense_of, &checked);
+    EXPECT_GE(checked, 6u);
+    // 8 items: whole items up to nth = 8, the mixed dense/SparQ split for 9 .. 12.
+    for (std::size_t nth : {1, 2, 3, 4, 7, 8, 9, 12}) {
+      EXPECT_TRUE(same_bits(base, run_step(st, data, &pool, nth))) << "pool, nth = " << nth;
+      EXPECT_TRUE(same_bits(base, run_step(st, data, nullptr, nth))) << "threads, nth = " << nth;
+    }
+    // Lengths change between steps: sequence 1 grows past dense_below and turns SparQ, with
+    // no new plan (prepare resolves it).
+    rng r(800 + g);
+    data.append(1, 400, r);
+    data.lens[1] += 400;
+    const auto grown = run_step(st, data, &pool, 3);
+    EXPECT_FALSE(st.sequence_dense(1));
+    EXPECT_EQ(st.sequence_top_k(1), 69u);  // llround(1100 / 16)
+    check_items(data, grown, cfg_of, dense_of);
+    EXPECT_TRUE(same_bits(grown, run_step(st, data, &pool, 12)));
+  }
+}
+
+// The split path with a policy: a dense and a SparQ sequence together (2 items < nth), and a
+// batch where every sequence is dense (the 2-phase split).
+TYPED_TEST(parallel_test, PolicySplitPathMixedAndAllDense) {
+  using T = TypeParam;
+  sparq::thread_pool pool(8);
+  auto pol = test_policy();
+  const std::size_t g = 4;
+  for (std::size_t dense_below : {std::size_t{1000}, std::size_t{1} << 20}) {
+    pol.dense_below = dense_below;
+    SCOPED_TRACE(::testing::Message() << "dense_below = " << dense_below);
+    batch_data<T> data({700, 2 * sparq::parallel_chunk + 17}, 1, g, 900);
+    sparq::batch_step<T> st(data.B, data.H, g, data.cap, data.d, pol, kMaxThreads);
+    const auto base = run_step(st, data, &pool, 1);
+    check_items(data, base, [&](std::size_t S) { return pol.resolve(S); },
+                [&](std::size_t S) { return pol.use_dense(S); });
+    for (std::size_t nth : kThreadCounts) {
+      EXPECT_TRUE(same_bits(base, run_step(st, data, &pool, nth))) << "pool, nth = " << nth;
+      EXPECT_TRUE(same_bits(base, run_step(st, data, nullptr, nth))) << "threads, nth = " << nth;
+    }
+  }
+}
+
+// The policy's plan covers the worst case over every length up to capacity.
+TEST(parallel, PolicyWorkspaceCoversFixedConfigsOfEveryLength) {
+  const auto pol = test_policy();
+  const std::size_t cap = 3 * sparq::parallel_chunk;
+  sparq::batch_step<float> po(2, 2, 4, cap, kD, pol, 4);
+  sparq::batch_step<float> de(2, 2, 4, cap, kD, small_cfg(), 4, sparq::batch_mode::dense);
+  sparq::batch_step<float> sp(2, 2, 4, cap, kD, pol.resolve(cap), 4);
+  EXPECT_GE(po.workspace_bytes(), de.workspace_bytes());
+  EXPECT_GE(po.workspace_bytes(), sp.workspace_bytes());
+}
+
+// thread_pool: every index runs exactly once, for nth below, at and above the pool size,
+// alternating (an idle worker of one run must not pick up the next run twice).
+TEST(parallel, ThreadPoolRunsEveryIndexOnce) {
+  sparq::thread_pool pool(4);
+  EXPECT_EQ(pool.size(), 4u);
+  std::vector<std::atomic<int>> hits(16);
+  for (int round = 0; round < 200; ++round) {
+    const std::size_t nth = std::size_t(1) + std::size_t(round * 7) % 11;
+    for (auto& h : hits) h.store(0);
+    pool.run(nth, [&](std::size_t ith) { hits[ith].fetch_add(1); });
+    for (std::size_t i = 0; i < hits.size(); ++i)
+      ASSERT_EQ(hits[i].load(), i < nth ? 1 : 0) << "round " << round << " nth " << nth;
+  }
+}
+
+}  // namespace
