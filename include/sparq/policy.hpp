@@ -26,7 +26,12 @@ struct decode_policy {
   double local_fraction = 0.25;       ///< l = floor(local_fraction * k)
   bool reallocate = true;
   float scale = 0.0f;                 ///< 0 means 1/sqrt(d)
-  std::size_t dense_below = 0;        ///< S < dense_below: use dense attention
+  /// S < dense_below: use dense attention. Default 0 because SparQ is faster wherever it
+  /// differs from dense: measured 2026-11-23 on the 2-vCPU EPYC dev VM with
+  /// `sparq-bench-kernels --benchmark_filter='step/.*/f16/gqa32x8/B1/S1024'` (one thread,
+  /// 32q/8kv, d 128, f16, r 16, k 64): SparQ 58 us vs dense 231 us CPU time; and for
+  /// S <= top_k_min the step is exact dense attention anyway. Raise it for accuracy, not speed.
+  std::size_t dense_below = 0;
 
   /// True when a sequence of length S should use the dense step.
   bool use_dense(std::size_t S) const noexcept { return S < dense_below; }
