@@ -98,11 +98,7 @@ TEST(stage1, scaled_query_components_apply_the_coverage_temperature) {
       std::vector<float> qs(g * i1.size());
       sparq::scaled_query_components(q.data(), g, d, i1.data(), i1.size(), scale, qs.data());
       for (std::size_t h = 0; h < g; ++h) {
-        double total = 0, seen = 0;
-        for (std::size_t i = 0; i < d; ++i) total += std::fabs(double(q[h * d + i]));
-        for (auto i : i1) seen += std::fabs(double(q[h * d + i]));
-        const double cov = total > 0 ? seen / total : 1.0;
-        const double mult = cov > 0 ? scale / std::sqrt(cov) : scale;
+        const double mult = sparq::ref::temperature_multiplier(q.data() + h * d, d, i1, scale);
         for (std::size_t j = 0; j < i1.size(); ++j) {
           const double want = q[h * d + i1[j]] * mult;
           // coverage is a ratio of fp32 sums of d positive terms: relative error <= ~d ulps.

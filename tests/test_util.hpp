@@ -214,11 +214,7 @@ void approx64(const float* q, std::size_t g, sparq::kv_head_view<const T> kv, do
   shat.assign(g * S, 0.0);
   sel.assign(S, 0.0);
   for (std::size_t h = 0; h < g; ++h) {
-    double total = 0, seen = 0;
-    for (std::size_t i = 0; i < d; ++i) total += std::fabs(double(q[h * d + i]));
-    for (auto i : i1) seen += std::fabs(double(q[h * d + i]));
-    const double cov = total > 0 ? seen / total : 1.0;
-    const double mult = cov > 0 ? scale / std::sqrt(cov) : scale;
+    const double mult = sparq::ref::temperature_multiplier(q + h * d, d, i1, scale);
     std::vector<double> logit(S);
     for (std::size_t s = 0; s < S; ++s) {
       double acc = 0;

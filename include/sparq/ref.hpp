@@ -43,6 +43,17 @@ inline std::vector<double> softmax(const std::vector<double>& logits) {
   return p;
 }
 
+/// scale / sqrt(coverage) for one head q_h ([d]), coverage = the L1 share of q_h on i1.
+/// A zero q_h counts as full coverage; zero coverage uses temperature 1 (its logits are 0).
+inline double temperature_multiplier(const float* qh, std::size_t d,
+                                     const std::vector<std::uint32_t>& i1, double scale) {
+  double total = 0, seen = 0;
+  for (std::size_t i = 0; i < d; ++i) total += std::fabs(double(qh[i]));
+  for (auto i : i1) seen += std::fabs(double(qh[i]));
+  const double cov = total > 0 ? seen / total : 1.0;
+  return cov > 0 ? scale / std::sqrt(cov) : scale;
+}
+
 /// Dense attention of g heads, q: [g][d]; returns [g][d].
 template <class T>
 std::vector<double> dense(const float* q, std::size_t g, rows_view<const T> k,
@@ -95,11 +106,7 @@ sparq_result sparq(const float* q, std::size_t g, kv_head_view<const T> kv, cons
   res.shat.assign(g * S, 0.0);
   res.sel.assign(S, 0.0);
   for (std::size_t h = 0; h < g; ++h) {
-    double total = 0, seen = 0;
-    for (std::size_t i = 0; i < d; ++i) total += std::fabs(double(q[h * d + i]));
-    for (auto i : res.components) seen += std::fabs(double(q[h * d + i]));
-    const double cov = total > 0 ? seen / total : 1.0;
-    const double mult = cov > 0 ? scale / std::sqrt(cov) : scale;
+    const double mult = temperature_multiplier(q + h * d, d, res.components, scale);
     std::vector<double> logit(S);
     for (std::size_t s = 0; s < S; ++s) {
       double acc = 0;
