@@ -13,6 +13,7 @@ namespace sparq {
 /// Position-major rows: element (s, i) is at `data[s * row_stride + i]`; shape [length, dim].
 template <class T>
 struct rows_view {
+  using element_type = T;
   T* data = nullptr;
   std::size_t length = 0;      ///< number of valid positions S
   std::size_t dim = 0;         ///< head dimension d
@@ -28,6 +29,7 @@ struct rows_view {
 /// Row i holds component i of every key, so stage 1 reads r contiguous runs.
 template <class T>
 struct cols_view {
+  using element_type = T;
   T* data = nullptr;
   std::size_t dim = 0;         ///< head dimension d
   std::size_t length = 0;      ///< number of valid positions S

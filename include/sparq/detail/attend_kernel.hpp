@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "../dtype.hpp"
 #include "../traffic.hpp"
@@ -184,9 +185,9 @@ inline __m512 widen16(const T* p) noexcept {
 /// are reduced with reduce16, so one 16-lane vector holds 16 logits of a head; the softmax
 /// update is vectorised over those 16 rows; V rows are widened once per pair of heads.
 /// Gathered rows are staged SB at a time into a contiguous block, the next SB prefetched.
-template <std::size_t D, class T, class Pos, class Traffic>
-void attend_online_16(const float* q, std::size_t g, float scale, rows_view<const T> k,
-                      rows_view<const T> v, Pos pos, std::size_t n, const online_state& st,
+template <std::size_t D, class T, class KRows, class VRows, class Pos, class Traffic>
+void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k,
+                      const VRows& v, Pos pos, std::size_t n, const online_state& st,
                       Traffic& traffic) noexcept {
   constexpr std::size_t NV = D / 16;       // 16-lane vectors per row
   constexpr std::size_t HMAX = 8;          // heads per pass over K (stack scratch bound)
@@ -324,11 +325,15 @@ void attend_online_16(const float* q, std::size_t g, float scale, rows_view<cons
 #endif
 
 /// Folds n rows (positions pos(0..n)) into the online state of g heads.
-/// q: [g][d] fp32; p: scratch [g][attend_block].
-template <std::size_t D, class T, class Pos, class Traffic>
-void attend_online(const float* q, std::size_t g, std::size_t d, float scale, rows_view<const T> k,
-                   rows_view<const T> v, Pos pos, std::size_t n, const online_state& st, float* p,
+/// q: [g][d] fp32; p: scratch [g][attend_block]. k, v: any row source with `row(s)` and an
+/// `element_type` (rows_view, paged_rows_view): the arithmetic never depends on where a row is.
+template <std::size_t D, class KRows, class VRows, class Pos, class Traffic>
+void attend_online(const float* q, std::size_t g, std::size_t d, float scale, const KRows& k,
+                   const VRows& v, Pos pos, std::size_t n, const online_state& st, float* p,
                    Traffic& traffic) noexcept {
+  using T = std::remove_const_t<typename KRows::element_type>;
+  static_assert(std::is_same_v<T, std::remove_const_t<typename VRows::element_type>>,
+                "attend_online: K and V rows must have the same storage type");
 #if SPARQ_ATTEND_AVX512
   if constexpr (D != 0 && D % 16 == 0 && D <= 256) {
     (void)d;
