@@ -52,6 +52,7 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "config.hpp"
@@ -59,6 +60,8 @@
 #include "detail/simd.hpp"
 #include "error.hpp"
 #include "kv_cache.hpp"
+#include "paged_kv_cache.hpp"
+#include "paged_view.hpp"
 #include "policy.hpp"
 #include "stage1_scores.hpp"
 #include "stage2_attend.hpp"
@@ -196,9 +199,15 @@ enum class batch_mode { sparq, dense };
 
 /// A planned batched step. q and out are [B][H_kv * g][d] fp32; query head j of a sequence
 /// uses KV head j / g. Sequence b's length is the cache's length at prepare(); a sequence of
-/// length 0 gets zero output.
-template <class T>
+/// length 0 gets zero output. View: kv_head_view<const T> (contiguous caches, kv_cache) or
+/// paged_kv_head_view<const T> (block tables, paged_kv_cache / page_pool + page_table); the
+/// same data gives bit-identical results through either.
+template <class T, class View = kv_head_view<const T>>
 class batch_step {
+  static_assert(std::is_same_v<View, kv_head_view<const T>> ||
+                    std::is_same_v<View, paged_kv_head_view<const T>>,
+                "batch_step<T, View>: View must be kv_head_view<const T> or "
+                "paged_kv_head_view<const T>");
   static constexpr int bucket_shift = 32 - detail::topk_bucket_bits;
 
  public:
@@ -307,7 +316,7 @@ class batch_step {
   }
 
   /// Binds one step's inputs; call from one thread before the phases. view_of(b, h) returns
-  /// the kv_head_view<const T> of sequence b, KV head h (its length is that sequence's S).
+  /// the View of sequence b, KV head h (its length is that sequence's S).
   template <class ViewOf>
   void prepare_views(const float* q, float* out, ViewOf&& view_of, workspace ws,
                      std::size_t nth) {
@@ -365,30 +374,60 @@ class batch_step {
       max_chunks_ = std::max(max_chunks_, (len_[it] + parallel_chunk - 1) / parallel_chunk);
   }
 
+  /// prepare() for sequences 0..batch-1 of a sparq::paged_kv_cache (View must be paged).
+  template <class Alloc>
+  void prepare(const float* q, float* out, const paged_kv_cache<T, Alloc>& cache, workspace ws,
+               std::size_t nth) {
+    static_assert(std::is_same_v<View, paged_kv_head_view<const T>>,
+                  "batch_step::prepare(paged_kv_cache): use batch_step<T, paged_kv_head_view<const T>>");
+    if (cache.max_sequences() < B_)
+      detail::fail("batch_step::prepare: cache.max_sequences() = ", cache.max_sequences(),
+                   "; must be >= batch (", B_, ")");
+    check_cache_shape(cache.kv_heads(), cache.head_dim());
+    prepare_views(q, out,
+                  [&](std::size_t b, std::size_t h) {
+                    View kv = cache.head(b, h);
+                    if (!needs_kt(cache.length(b))) kv.kt = {};
+                    return kv;
+                  },
+                  ws, nth);
+  }
+
   /// prepare() for a sparq::kv_cache.
   template <class Alloc>
   void prepare(const float* q, float* out, const kv_cache<T, Alloc>& cache, workspace ws,
                std::size_t nth) {
+    static_assert(std::is_same_v<View, kv_head_view<const T>>,
+                  "batch_step::prepare(kv_cache): use batch_step<T> (contiguous views)");
     if (cache.batch() != B_)
       detail::fail("batch_step::prepare: cache.batch() = ", cache.batch(), "; must equal batch (",
                    B_, ")");
-    if (cache.kv_heads() != H_)
-      detail::fail("batch_step::prepare: cache.kv_heads() = ", cache.kv_heads(),
-                   "; must equal kv_heads (", H_, ")");
-    if (cache.head_dim() != d_)
-      detail::fail("batch_step::prepare: cache.head_dim() = ", cache.head_dim(),
-                   "; must equal head_dim (", d_, ")");
+    check_cache_shape(cache.kv_heads(), cache.head_dim());
     prepare_views(q, out,
                   [&](std::size_t b, std::size_t h) {
-                    const bool dense = mode_ == batch_mode::dense ||
-                                       (has_policy_ && policy_.use_dense(cache.length(b)));
-                    if (dense || !cache.has_kt())
+                    if (!needs_kt(cache.length(b)) || !cache.has_kt())
                       return kv_head_view<const T>{cache.keys(b, h), {}, cache.values(b, h),
                                                    cache.v_mean(b, h)};
                     return cache.head(b, h);
                   },
                   ws, nth);
   }
+
+ private:
+  // Whether a sequence of length S runs stage 1 (so its view needs Kt).
+  bool needs_kt(std::size_t S) const noexcept {
+    return mode_ != batch_mode::dense && !(has_policy_ && policy_.use_dense(S));
+  }
+  void check_cache_shape(std::size_t kv_heads, std::size_t head_dim) const {
+    if (kv_heads != H_)
+      detail::fail("batch_step::prepare: cache.kv_heads() = ", kv_heads,
+                   "; must equal kv_heads (", H_, ")");
+    if (head_dim != d_)
+      detail::fail("batch_step::prepare: cache.head_dim() = ", head_dim,
+                   "; must equal head_dim (", d_, ")");
+  }
+
+ public:
 
   /// Phases of the prepared step (1 when every thread runs whole items).
   std::size_t phases() const noexcept {
@@ -725,7 +764,7 @@ class batch_step {
   batch_mode mode_;
   decode_policy policy_;
   bool has_policy_ = false;
-  std::vector<kv_head_view<const T>> views_;
+  std::vector<View> views_;
   std::vector<std::size_t> len_;
   // Per item (sequence, KV head): k, l, and whether it runs dense (fixed, or resolved by the
   // policy at prepare()).
@@ -745,8 +784,8 @@ class batch_step {
 
 /// Runs every phase of a prepared step with the nth given to prepare(), on the pool's threads
 /// (if the pool has fewer than nth threads, each runs several shares; same result).
-template <class T>
-void run(thread_pool& pool, std::size_t nth, batch_step<T>& st) {
+template <class T, class View>
+void run(thread_pool& pool, std::size_t nth, batch_step<T, View>& st) {
   const std::size_t np = st.phases();
   for (std::size_t p = 0; p < np; ++p)
     pool.run(nth, [&](std::size_t ith) { st.run_phase(p, ith, nth); });

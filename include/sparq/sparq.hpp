@@ -9,6 +9,8 @@
 #include "error.hpp"
 #include "kv_cache.hpp"
 #include "merge.hpp"
+#include "paged_kv_cache.hpp"
+#include "paged_view.hpp"
 #include "parallel.hpp"
 #include "policy.hpp"
 #include "stage1_scores.hpp"

@@ -22,6 +22,7 @@
 #include "detail/simd.hpp"
 #include "topk.hpp"
 #include "traffic.hpp"
+#include "paged_view.hpp"
 #include "view.hpp"
 
 namespace sparq {
@@ -249,6 +250,22 @@ inline void softmax_group(float* e, std::size_t g, std::size_t S, std::size_t ld
     }
 #endif
     for (; s < S; ++s) sel[s] += eh[s] * inv;
+  }
+}
+
+/// approximate_logits over a paged Kt: the contiguous kernel page by page (page-local
+/// positions, e offset by the page's first position), so the logits are bit-identical to
+/// those of a contiguous Kt holding the same keys. [s0, s1) may span any pages.
+template <class T, class Traffic = no_traffic>
+void approximate_logits(const float* qs, std::size_t g, std::size_t r, paged_cols_view<const T> kt,
+                        const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
+                        std::size_t ld, float* mx, Traffic& traffic) noexcept {
+  const std::size_t P = kt.page_size();
+  for (std::size_t p = s0 >> kt.page_bits; (p << kt.page_bits) < s1; ++p) {
+    const std::size_t first = p << kt.page_bits;
+    const std::size_t a = s0 > first ? s0 - first : 0;
+    const std::size_t b = s1 - first < P ? s1 - first : P;
+    approximate_logits(qs, g, r, kt.page(p), i1, a, b, e + first, ld, mx, traffic);
   }
 }
 

@@ -15,6 +15,7 @@
 #include "detail/attend_kernel.hpp"
 #include "topk.hpp"
 #include "traffic.hpp"
+#include "paged_view.hpp"
 #include "view.hpp"
 
 namespace sparq {
@@ -40,31 +41,54 @@ constexpr std::size_t attend_scratch_floats(std::size_t g, std::size_t d) noexce
   return g * d + 2 * g + g * detail::attend_block;
 }
 
-/// Step 4. Exact attention of q ([g][d] fp32) over the rows listed in positions[0..n).
-/// out: [g][d] fp32 (y'_h); lse: [g] log-sum-exp of the scaled logits, or nullptr.
+namespace detail {
+template <class Rows, class Traffic>
+void attend_any(const float* q, std::size_t g, const Rows& k, const Rows& v,
+                const std::uint32_t* positions, std::size_t n, float scale, float* scratch,
+                float* out, float* lse, Traffic& traffic) noexcept {
+  const std::size_t d = k.dim;
+  const online_state st{scratch, scratch + g * d, scratch + g * d + g};
+  float* p = scratch + g * d + 2 * g;
+  online_init(st, g, d);
+  dispatch_head_dim(d, [&](auto D) {
+    attend_online<decltype(D)::value>(q, g, d, scale, k, v, indexed_positions{positions}, n, st,
+                                      p, traffic);
+  });
+  online_finish(st, g, d, out, lse);
+}
+}  // namespace detail
+
+/// Step 4. Exact attention of q ([g][d] fp32) over the rows listed in positions[0..n) (any
+/// indices < S, e.g. chosen by another selector; ascending order reads memory forward).
+/// k, v: rows_view<const T> or paged_rows_view<const T> (bit-identical results for the same
+/// rows). out: [g][d] fp32 (y'_h); lse: [g] log-sum-exp of the scaled logits, or nullptr.
 /// scratch: attend_scratch_floats(g, d) floats. Allocates: never.
-template <class T, class Traffic = no_traffic>
+template <class T, class Traffic>
 void attend_positions(const float* q, std::size_t g, rows_view<const T> k, rows_view<const T> v,
                       const std::uint32_t* positions, std::size_t n, float scale, float* scratch,
                       float* out, float* lse, Traffic& traffic) noexcept {
-  const std::size_t d = k.dim;
-  const detail::online_state st{scratch, scratch + g * d, scratch + g * d + g};
-  float* p = scratch + g * d + 2 * g;
-  detail::online_init(st, g, d);
-  detail::dispatch_head_dim(d, [&](auto D) {
-    detail::attend_online<decltype(D)::value>(q, g, d, scale, k, v,
-                                              detail::indexed_positions{positions}, n, st, p,
-                                              traffic);
-  });
-  detail::online_finish(st, g, d, out, lse);
+  detail::attend_any(q, g, k, v, positions, n, scale, scratch, out, lse, traffic);
 }
-
+template <class T, class Traffic>
+void attend_positions(const float* q, std::size_t g, paged_rows_view<const T> k,
+                      paged_rows_view<const T> v, const std::uint32_t* positions, std::size_t n,
+                      float scale, float* scratch, float* out, float* lse,
+                      Traffic& traffic) noexcept {
+  detail::attend_any(q, g, k, v, positions, n, scale, scratch, out, lse, traffic);
+}
 template <class T>
 void attend_positions(const float* q, std::size_t g, rows_view<const T> k, rows_view<const T> v,
                       const std::uint32_t* positions, std::size_t n, float scale, float* scratch,
                       float* out, float* lse = nullptr) noexcept {
   no_traffic t;
-  attend_positions(q, g, k, v, positions, n, scale, scratch, out, lse, t);
+  detail::attend_any(q, g, k, v, positions, n, scale, scratch, out, lse, t);
+}
+template <class T>
+void attend_positions(const float* q, std::size_t g, paged_rows_view<const T> k,
+                      paged_rows_view<const T> v, const std::uint32_t* positions, std::size_t n,
+                      float scale, float* scratch, float* out, float* lse = nullptr) noexcept {
+  no_traffic t;
+  detail::attend_any(q, g, k, v, positions, n, scale, scratch, out, lse, t);
 }
 
 }  // namespace sparq

@@ -11,6 +11,8 @@
 ///
 /// Reads: S*r elements of Kt, min(k,S) rows of K and of V, d floats of v_mean (reallocating).
 /// Writes: out [g][d] fp32. Allocates: never. Throws: never (see checked_step).
+/// kv: a kv_head_view<const T> (contiguous, view.hpp) or a paged_kv_head_view<const T>
+/// (block table, paged_view.hpp); the same cached values give bit-identical results.
 
 #include <cmath>
 #include <cstddef>
@@ -23,6 +25,7 @@
 #include "stage2_attend.hpp"
 #include "stage3_reallocate.hpp"
 #include "traffic.hpp"
+#include "paged_view.hpp"
 #include "view.hpp"
 #include "workspace.hpp"
 
@@ -43,9 +46,10 @@ struct step_result {
 /// q: [group][d] fp32, the query heads that share this KV head; out: [group][d] fp32.
 /// Preconditions (not checked here; checked_step checks them): cfg valid for d, S >= 1,
 /// ws.bytes >= step_workspace_bytes(group, S, d, cfg), views consistent.
-template <class T, class Traffic>
-step_result step(const float* q, std::size_t group, kv_head_view<const T> kv, const config& cfg,
-                 workspace ws, float* out, Traffic& traffic) noexcept {
+namespace detail {
+template <class KV, class Traffic>
+step_result step_any(const float* q, std::size_t group, const KV& kv, const config& cfg,
+                     workspace ws, float* out, Traffic& traffic) noexcept {
   const std::size_t g = group, S = kv.length(), d = kv.dim(), r = cfg.rank;
   const float scale = cfg.scale_for(d);
   const detail::step_layout L(g, S, d, r);
@@ -92,21 +96,32 @@ step_result step(const float* q, std::size_t group, kv_head_view<const T> kv, co
   return {positions, n, i1, r, alpha, lse};
 }
 
+}  // namespace detail
+
+template <class T, class Traffic>
+step_result step(const float* q, std::size_t group, kv_head_view<const T> kv, const config& cfg,
+                 workspace ws, float* out, Traffic& traffic) noexcept {
+  return detail::step_any(q, group, kv, cfg, ws, out, traffic);
+}
+template <class T, class Traffic>
+step_result step(const float* q, std::size_t group, paged_kv_head_view<const T> kv,
+                 const config& cfg, workspace ws, float* out, Traffic& traffic) noexcept {
+  return detail::step_any(q, group, kv, cfg, ws, out, traffic);
+}
 template <class T>
 step_result step(const float* q, std::size_t group, kv_head_view<const T> kv, const config& cfg,
                  workspace ws, float* out) noexcept {
   no_traffic t;
-  return step(q, group, kv, cfg, ws, out, t);
+  return detail::step_any(q, group, kv, cfg, ws, out, t);
+}
+template <class T>
+step_result step(const float* q, std::size_t group, paged_kv_head_view<const T> kv,
+                 const config& cfg, workspace ws, float* out) noexcept {
+  no_traffic t;
+  return detail::step_any(q, group, kv, cfg, ws, out, t);
 }
 
 namespace detail {
-template <class T>
-void check_rows(const rows_view<const T>& v, const char* name, std::size_t S, std::size_t d) {
-  if (v.data == nullptr) fail(name, ".data is null");
-  if (v.length != S) fail(name, ".length = ", v.length, "; must equal the K length (", S, ")");
-  if (v.dim != d) fail(name, ".dim = ", v.dim, "; must equal the K dim (", d, ")");
-  if (v.row_stride < d) fail(name, ".row_stride = ", v.row_stride, "; allowed: >= dim (", d, ")");
-}
 inline void check_common(const float* q, std::size_t group, const float* out, std::size_t S,
                          std::size_t d) {
   if (q == nullptr) fail("q is null");
@@ -115,23 +130,17 @@ inline void check_common(const float* q, std::size_t group, const float* out, st
   if (d == 0) fail("k.dim = 0; allowed: head_dim >= 1");
   if (S == 0) fail("k.length = 0; allowed: at least one cached position");
 }
-}  // namespace detail
 
-/// step() with every precondition checked; throws sparq::error naming the bad argument.
-template <class T, class Traffic>
-step_result checked_step(const float* q, std::size_t group, kv_head_view<const T> kv,
-                         const config& cfg, workspace ws, float* out, Traffic& traffic) {
+template <class KV, class Traffic>
+step_result checked_step_any(const float* q, std::size_t group, const KV& kv, const config& cfg,
+                             workspace ws, float* out, Traffic& traffic) {
   const std::size_t S = kv.length(), d = kv.dim();
   detail::check_common(q, group, out, S, d);
   cfg.validate(d);
-  detail::check_rows(kv.k, "k", S, d);
-  detail::check_rows(kv.v, "v", S, d);
+  detail::check_view(kv.k, "k", S, d);
+  detail::check_view(kv.v, "v", S, d);
   if (cfg.top_k < S) {
-    if (kv.kt.data == nullptr) detail::fail("kt.data is null");
-    if (kv.kt.length != S) detail::fail("kt.length = ", kv.kt.length, "; must equal S (", S, ")");
-    if (kv.kt.dim != d) detail::fail("kt.dim = ", kv.kt.dim, "; must equal d (", d, ")");
-    if (kv.kt.dim_stride < S)
-      detail::fail("kt.dim_stride = ", kv.kt.dim_stride, "; allowed: >= length (", S, ")");
+    detail::check_view(kv.kt, "kt", S, d);
     if (cfg.reallocate && kv.v_mean == nullptr)
       detail::fail("v_mean is null but config.reallocate is on");
   }
@@ -139,14 +148,32 @@ step_result checked_step(const float* q, std::size_t group, kv_head_view<const T
   if (ws.data == nullptr || ws.bytes < need)
     detail::fail("workspace.bytes = ", ws.bytes, "; need >= ", need,
                  " (step_workspace_bytes(group, S, d, cfg))");
-  return step(q, group, kv, cfg, ws, out, traffic);
+  return step_any(q, group, kv, cfg, ws, out, traffic);
 }
+}  // namespace detail
 
+/// step() with every precondition checked; throws sparq::error naming the bad argument.
+template <class T, class Traffic>
+step_result checked_step(const float* q, std::size_t group, kv_head_view<const T> kv,
+                         const config& cfg, workspace ws, float* out, Traffic& traffic) {
+  return detail::checked_step_any(q, group, kv, cfg, ws, out, traffic);
+}
+template <class T, class Traffic>
+step_result checked_step(const float* q, std::size_t group, paged_kv_head_view<const T> kv,
+                         const config& cfg, workspace ws, float* out, Traffic& traffic) {
+  return detail::checked_step_any(q, group, kv, cfg, ws, out, traffic);
+}
 template <class T>
 step_result checked_step(const float* q, std::size_t group, kv_head_view<const T> kv,
                          const config& cfg, workspace ws, float* out) {
   no_traffic t;
-  return checked_step(q, group, kv, cfg, ws, out, t);
+  return detail::checked_step_any(q, group, kv, cfg, ws, out, t);
+}
+template <class T>
+step_result checked_step(const float* q, std::size_t group, paged_kv_head_view<const T> kv,
+                         const config& cfg, workspace ws, float* out) {
+  no_traffic t;
+  return detail::checked_step_any(q, group, kv, cfg, ws, out, t);
 }
 
 }  // namespace sparq

@@ -8,6 +8,8 @@
 
 #include <cstddef>
 
+#include "error.hpp"
+
 namespace sparq {
 
 /// Position-major rows: element (s, i) is at `data[s * row_stride + i]`; shape [length, dim].
@@ -54,5 +56,24 @@ struct kv_head_view {
   std::size_t dim() const noexcept { return k.dim; }
   operator kv_head_view<const T>() const noexcept { return {k, kt, v, v_mean}; }
 };
+
+namespace detail {
+/// Throws sparq::error naming `name` unless v is a [S][d] row view with a valid stride.
+template <class T>
+void check_view(const rows_view<T>& v, const char* name, std::size_t S, std::size_t d) {
+  if (v.data == nullptr) fail(name, ".data is null");
+  if (v.length != S) fail(name, ".length = ", v.length, "; must equal the K length (", S, ")");
+  if (v.dim != d) fail(name, ".dim = ", v.dim, "; must equal the K dim (", d, ")");
+  if (v.row_stride < d) fail(name, ".row_stride = ", v.row_stride, "; allowed: >= dim (", d, ")");
+}
+/// Throws sparq::error naming `name` unless v is a [d][S] column view with a valid stride.
+template <class T>
+void check_view(const cols_view<T>& v, const char* name, std::size_t S, std::size_t d) {
+  if (v.data == nullptr) fail(name, ".data is null");
+  if (v.length != S) fail(name, ".length = ", v.length, "; must equal S (", S, ")");
+  if (v.dim != d) fail(name, ".dim = ", v.dim, "; must equal d (", d, ")");
+  if (v.dim_stride < S) fail(name, ".dim_stride = ", v.dim_stride, "; allowed: >= length (", S, ")");
+}
+}  // namespace detail
 
 }  // namespace sparq
