@@ -11,3 +11,7 @@ if(benchmark_FOUND)
 else()
   message(STATUS "sparq: Google Benchmark not found; sparq-bench-kernels is not built")
 endif()
+
+# sparq-bench-paged: the cost of paged KV views against contiguous ones.
+add_executable(sparq-bench-paged ${CMAKE_CURRENT_LIST_DIR}/bench_paged.cpp)
+sparq_target_defaults(sparq-bench-paged)

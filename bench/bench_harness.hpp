@@ -1,0 +1,146 @@
+#pragma once
+// The measuring harness shared by sparq-bench and sparq-bench-paged: thread CPU time, medians,
+// the last-level cache size, the CPU name, the in-process STREAM-like read roof, and timing of
+// a batch_step whose successive steps rotate over copies of a cache larger than the LLC (so
+// every step streams from DRAM).
+
+#include <sparq/parallel.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <time.h>
+#include <unistd.h>
+#include <vector>
+
+namespace sparq_bench {
+
+using clock_type = std::chrono::steady_clock;
+
+inline double thread_cpu_us() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec * 1e6 + t.tv_nsec * 1e-3;
+}
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+inline std::size_t llc_bytes() {
+  long l3 = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+  return l3 > 0 ? static_cast<std::size_t>(l3) : std::size_t{64} << 20;
+}
+
+inline std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0) {
+      const auto p = line.find(':');
+      return p == std::string::npos ? line : line.substr(p + 2);
+    }
+  return "unknown";
+}
+
+// STREAM-like read roof: sum a large float array on nth threads; GB/s (1e9 bytes/s).
+inline double measure_roof(sparq::thread_pool& pool, std::size_t nth, std::size_t bytes, int runs,
+                    double& roof_cpu) {
+  const std::size_t n = bytes / sizeof(float);
+  std::unique_ptr<float[]> a(new float[n]);
+  // First touch on the threads that will read (harmless on one NUMA node).
+  pool.run(nth, [&](std::size_t ith) {
+    const std::size_t i0 = ith * n / nth, i1 = (ith + 1) * n / nth;
+    for (std::size_t i = i0; i < i1; ++i) a[i] = static_cast<float>(i & 7);
+  });
+  std::vector<double> sums(nth * 16), cpu(nth * 16);
+  std::vector<double> gbps, gbps_cpu;
+  for (int r = 0; r < runs; ++r) {
+    const auto t0 = clock_type::now();
+    pool.run(nth, [&](std::size_t ith) {
+      const double c0 = thread_cpu_us();
+      const std::size_t i0 = (ith * n / nth) & ~std::size_t{63};
+      const std::size_t i1 = ith + 1 == nth ? n : ((ith + 1) * n / nth) & ~std::size_t{63};
+#if SPARQ_SIMD
+      using sparq::detail::fbatch;
+      constexpr std::size_t L = sparq::detail::lanes;
+      fbatch s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
+      std::size_t i = i0;
+      for (; i + 4 * L <= i1; i += 4 * L) {
+        s0 += fbatch::load_unaligned(&a[i]);
+        s1 += fbatch::load_unaligned(&a[i + L]);
+        s2 += fbatch::load_unaligned(&a[i + 2 * L]);
+        s3 += fbatch::load_unaligned(&a[i + 3 * L]);
+      }
+      double s = sparq::detail::hsum((s0 + s1) + (s2 + s3));
+      for (; i < i1; ++i) s += a[i];
+#else
+      double s = 0;
+      for (std::size_t i = i0; i < i1; ++i) s += a[i];
+#endif
+      sums[ith * 16] = s;
+      cpu[ith * 16] = thread_cpu_us() - c0;
+    });
+    const double sec = std::chrono::duration<double>(clock_type::now() - t0).count();
+    gbps.push_back(static_cast<double>(n * sizeof(float)) / sec * 1e-9);
+    double worst = 0;
+    for (std::size_t i = 0; i < nth; ++i) worst = std::max(worst, cpu[i * 16]);
+    gbps_cpu.push_back(static_cast<double>(n * sizeof(float)) / worst * 1e-3);
+  }
+  volatile double sink = 0;
+  for (double s : sums) sink = sink + s;
+  roof_cpu = median(gbps_cpu);
+  return median(gbps);
+}
+
+/// Times steps of `st` over `caches` (prepare + every phase on nth threads of `pool`),
+/// rotating to the next copy each step, after one warm-up pass over all copies; at least 5
+/// steps and `budget_s` seconds. Returns the median wall-clock us per step; cpu_us gets the
+/// median critical path in thread CPU time (per phase, the busiest thread), which excludes
+/// time the threads spent descheduled when other processes compete for the cores.
+template <class Step, class Cache>
+double time_rotating(Step& st, sparq::thread_pool& pool, std::size_t nth, const float* q,
+                     float* out, const sparq::workspace& ws,
+                     const std::vector<std::unique_ptr<Cache>>& caches, double budget_s,
+                     double& cpu_us) {
+  std::vector<double> cpu(nth * 16);
+  auto one_step = [&](const Cache& cache) {
+    st.prepare(q, out, cache, ws, nth);
+    double crit = 0;
+    for (std::size_t p = 0; p < st.phases(); ++p) {
+      pool.run(nth, [&](std::size_t ith) {
+        const double c0 = thread_cpu_us();
+        st.run_phase(p, ith, nth);
+        cpu[ith * 16] = thread_cpu_us() - c0;
+      });
+      double worst = 0;
+      for (std::size_t i = 0; i < nth; ++i) worst = std::max(worst, cpu[i * 16]);
+      crit += worst;
+    }
+    return crit;
+  };
+  for (const auto& c : caches) one_step(*c);  // warm-up: page faults, pool spin-up
+  std::vector<double> us, cus;
+  std::size_t c = 0;
+  const auto start = clock_type::now();
+  while (us.size() < 5 ||
+         (us.size() < 5000 &&
+          std::chrono::duration<double>(clock_type::now() - start).count() < budget_s)) {
+    const auto t0 = clock_type::now();
+    cus.push_back(one_step(*caches[c]));
+    us.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+    c = (c + 1) % caches.size();
+  }
+  cpu_us = median(cus);
+  return median(us);
+}
+
+}  // namespace sparq_bench
