@@ -5,7 +5,7 @@
 //   tiny_lm MODEL_DIR [TEXT_FILE] [--check-reference] [--max-tokens N]
 //           [--attention dense|sparq-dense|sparq] [--kv-dtype f32|f16|bf16]
 //           [--rank R] [--top-k K | --top-k-frac F [--top-k-min M]]
-//           [--local L | --local-frac F] [--no-reallocate] [--dense-below N]
+//           [--local L | --local-frac F] [--no-reallocate] [--dense-below N] [--page-size P]
 //           [--compare-dense TOL]
 
 #include "attention.hpp"
@@ -208,6 +208,8 @@ void usage(const char* argv0) {
                  "  --local L          SparQ l, most recent positions always gathered (clamped to k)\n"
                  "  --local-frac F     l = floor(F*k) at each step (default 0.25, the paper's k/4)\n"
                  "  --no-reallocate    turn off SparQ's mean-value reallocation\n"
+                 "  --page-size P      sparq backends: paged KV cache, P tokens per page (a power of\n"
+                 "                     two), pages scattered through the pool (default: contiguous)\n"
                  "  --dense-below N    run sparq::dense_step while S < N (default 0)\n"
                  "  --compare-dense T  also score TEXT_FILE with the dense backend; exit 1 if the\n"
                  "                     bits per byte differ by more than T\n",
@@ -292,6 +294,8 @@ int main(int argc, char** argv) {
         } else if (a == "--local-frac") {
             ok = parse_frac(i, a, 0.0, false, settings.policy.local_fraction);
             settings.local = -1;
+        } else if (a == "--page-size") {
+            ok = parse_size(i, a, 1, settings.page_size);
         } else if (a == "--no-reallocate") {
             settings.policy.reallocate = false;
         } else if (a == "--dense-below") {
@@ -352,6 +356,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "--kv-dtype must be f32, f16 or bf16, got '%s'\n", dtype_arg.c_str());
         return 2;
     }
+    if (attention == "dense" && settings.page_size > 0) {
+        std::fprintf(stderr, "--page-size applies to the sparq backends (sparq-dense, sparq), not dense\n");
+        return 2;
+    }
     if (attention == "dense" && dtype != tiny_lm::kv_dtype::f32) {
         std::fprintf(stderr, "--attention dense stores its cache in f32; use sparq-dense for --kv-dtype %s\n",
                      dtype_arg.c_str());
@@ -391,6 +399,7 @@ int main(int argc, char** argv) {
                 name += buf;
                 if (p.dense_below > 0) name += " dense below S=" + std::to_string(p.dense_below);
             }
+            if (settings.page_size > 0) name += " paged P=" + std::to_string(settings.page_size);
         }
         attention_backend& attn = chosen ? *chosen : static_cast<attention_backend&>(dense);
 

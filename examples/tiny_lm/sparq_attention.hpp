@@ -1,10 +1,12 @@
 // sparq attention backends for tiny_lm: the model's decode attention served from a
 // sparq::kv_cache, either densely (sparq::dense_step) or with SparQ (sparq::step).
 //
-// Both keep one kv_cache<T> per layer (batch 1, n_kv_heads heads, capacity max_positions,
-// head_dim d) and call the kernel once per KV head with the group's query heads, which are
-// contiguous in q / out ([n_heads][d], head h in group h / group). Workspaces are planned
-// once in the constructor, so append/attend never allocate.
+// Both keep one cache per layer (batch 1, n_kv_heads heads, capacity max_positions, head_dim
+// d) and call the kernel once per KV head with the group's query heads, which are contiguous
+// in q / out ([n_heads][d], head h in group h / group). The cache is a contiguous
+// sparq::kv_cache<T>, or with --page-size P a sparq::paged_kv_cache<T> whose pages are
+// scattered through its pool (the kernels give the same bits either way). Workspaces are
+// planned once in the constructor, so attend never allocates.
 #pragma once
 
 #include "attention.hpp"
@@ -17,6 +19,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace tiny_lm {
@@ -35,6 +38,7 @@ inline const char* kv_dtype_name(kv_dtype t) {
 struct sparq_settings {
     sparq::decode_policy policy = default_policy();
     long local = -1;  ///< >= 0: fixed l (clamped to k) instead of policy.local_fraction * k
+    std::size_t page_size = 0;  ///< > 0: paged KV cache with pages of this many tokens
 
     static sparq::decode_policy default_policy() {
         sparq::decode_policy p;
@@ -71,21 +75,43 @@ inline void check_shape(const attention_shape& s, const char* who) {
         throw std::invalid_argument(std::string(who) + ": invalid attention_shape");
 }
 
-/// One sparq::kv_cache per layer, batch 1.
+/// Sequence 0's K and V rows of KV head h, from either cache kind.
 template <class T>
+sparq::rows_view<const T> key_rows(const sparq::kv_cache<T>& c, std::size_t h) { return c.keys(0, h); }
+template <class T>
+sparq::rows_view<const T> value_rows(const sparq::kv_cache<T>& c, std::size_t h) { return c.values(0, h); }
+template <class T>
+sparq::paged_rows_view<const T> key_rows(const sparq::paged_kv_cache<T>& c, std::size_t h) { return c.head(0, h).k; }
+template <class T>
+sparq::paged_rows_view<const T> value_rows(const sparq::paged_kv_cache<T>& c, std::size_t h) { return c.head(0, h).v; }
+
+template <class Cache>
+struct is_paged : std::false_type {};
+template <class T>
+struct is_paged<sparq::paged_kv_cache<T>> : std::true_type {};
+
+/// One cache per layer, batch 1: Cache is sparq::kv_cache<T> or sparq::paged_kv_cache<T>.
+template <class Cache>
 class layer_caches {
 public:
-    layer_caches(const attention_shape& s, bool keep_kt) {
+    layer_caches(const attention_shape& s, bool keep_kt, std::size_t page_size) {
+        const auto H = static_cast<std::size_t>(s.n_kv_heads), cap = static_cast<std::size_t>(s.max_positions),
+                   d = static_cast<std::size_t>(s.head_dim);
         caches_.reserve(static_cast<std::size_t>(s.n_layers));
-        for (int l = 0; l < s.n_layers; ++l)
-            caches_.emplace_back(1, static_cast<std::size_t>(s.n_kv_heads),
-                                 static_cast<std::size_t>(s.max_positions),
-                                 static_cast<std::size_t>(s.head_dim), keep_kt);
+        for (int l = 0; l < s.n_layers; ++l) {
+            if constexpr (!is_paged<Cache>::value) {
+                (void)page_size;
+                caches_.emplace_back(1, H, cap, d, keep_kt);
+            } else {
+                caches_.emplace_back(1, H, (cap + page_size - 1) / page_size, page_size, d, keep_kt);
+                caches_.back().shuffle_free_pages(static_cast<std::uint64_t>(l) + 1);  // scattered pages
+            }
+        }
     }
     void reset() {
         for (auto& c : caches_) c.reset(0);
     }
-    sparq::kv_cache<T>& operator[](int layer) { return caches_.at(static_cast<std::size_t>(layer)); }
+    Cache& operator[](int layer) { return caches_.at(static_cast<std::size_t>(layer)); }
     std::size_t bytes() const {
         std::size_t b = 0;
         for (const auto& c : caches_) b += c.bytes();
@@ -93,21 +119,22 @@ public:
     }
 
 private:
-    std::vector<sparq::kv_cache<T>> caches_;
+    std::vector<Cache> caches_;
 };
 
 }  // namespace detail
 
-/// sparq::dense_step over a sparq::kv_cache<T> (no Kt kept): shows that sparq's dense path
-/// reproduces the model (fp32 storage: the example's dense_attention up to summation order).
-template <class T>
+/// sparq::dense_step over a sparq::kv_cache<T> or paged_kv_cache<T> (no Kt kept): shows that
+/// sparq's dense path reproduces the model (fp32 storage: the example's dense_attention up to
+/// summation order).
+template <class T, class Cache = sparq::kv_cache<T>>
 class sparq_dense_attention final : public attention_backend {
 public:
-    explicit sparq_dense_attention(const attention_shape& shape)
+    explicit sparq_dense_attention(const attention_shape& shape, std::size_t page_size = 0)
         : shape_((detail::check_shape(shape, "sparq_dense_attention"), shape)),
           group_(static_cast<std::size_t>(shape.n_heads / shape.n_kv_heads)),
           d_(static_cast<std::size_t>(shape.head_dim)),
-          caches_(shape, /*keep_kt=*/false),
+          caches_(shape, /*keep_kt=*/false, page_size),
           scratch_(sparq::dense_workspace_bytes(group_, d_)) {}
 
     void reset() override { caches_.reset(); }
@@ -115,11 +142,11 @@ public:
     void append(int layer, const float* k, const float* v) override { caches_[layer].append(0, k, v); }
 
     void attend(int layer, const float* q, float* out) override {
-        const sparq::kv_cache<T>& c = caches_[layer];
+        const Cache& c = caches_[layer];
         const sparq::workspace ws{scratch_.data(), scratch_.size()};
         for (std::size_t h = 0; h < c.kv_heads(); ++h)
-            sparq::dense_step(q + h * group_ * d_, group_, c.keys(0, h), c.values(0, h), shape_.scale,
-                              ws, out + h * group_ * d_);
+            sparq::dense_step<T>(q + h * group_ * d_, group_, detail::key_rows(c, h), detail::value_rows(c, h),
+                                 shape_.scale, ws, out + h * group_ * d_);
     }
 
     std::size_t cache_bytes() const { return caches_.bytes(); }
@@ -127,14 +154,14 @@ public:
 private:
     attention_shape shape_;
     std::size_t group_, d_;
-    detail::layer_caches<T> caches_;
+    detail::layer_caches<Cache> caches_;
     std::vector<unsigned char> scratch_;
 };
 
 /// SparQ decode attention: sparq::step per KV head, with k (and l) possibly following the
 /// sequence length (sparq::decode_policy). When k >= S the step is exact dense attention;
 /// below policy.dense_below positions it runs sparq::dense_step instead.
-template <class T>
+template <class T, class Cache = sparq::kv_cache<T>>
 class sparq_attention final : public attention_backend {
 public:
     sparq_attention(const attention_shape& shape, const sparq_settings& settings)
@@ -142,7 +169,7 @@ public:
           settings_(settings),
           group_(static_cast<std::size_t>(shape.n_heads / shape.n_kv_heads)),
           d_(static_cast<std::size_t>(shape.head_dim)),
-          caches_(shape, /*keep_kt=*/true) {
+          caches_(shape, /*keep_kt=*/true, settings.page_size) {
         settings_.policy.scale = shape.scale;
         settings_.policy.validate(d_);  // throws sparq::error naming the bad field
         // One workspace serves every step with S <= capacity (its size depends on g, S, d, r),
@@ -160,17 +187,17 @@ public:
     void append(int layer, const float* k, const float* v) override { caches_[layer].append(0, k, v); }
 
     void attend(int layer, const float* q, float* out) override {
-        const sparq::kv_cache<T>& c = caches_[layer];
+        const Cache& c = caches_[layer];
         const std::size_t S = c.length(0);
         const sparq::workspace ws{scratch_.data(), scratch_.size()};
         const bool use_dense = settings_.policy.use_dense(S);
         const sparq::config cfg = settings_.resolve(S);
         for (std::size_t h = 0; h < c.kv_heads(); ++h) {
             if (use_dense)
-                sparq::dense_step(q + h * group_ * d_, group_, c.keys(0, h), c.values(0, h), cfg.scale, ws,
-                                  out + h * group_ * d_);
+                sparq::dense_step<T>(q + h * group_ * d_, group_, detail::key_rows(c, h), detail::value_rows(c, h),
+                                     cfg.scale, ws, out + h * group_ * d_);
             else
-                sparq::step(q + h * group_ * d_, group_, c.head(0, h), cfg, ws, out + h * group_ * d_);
+                sparq::step<T>(q + h * group_ * d_, group_, c.head(0, h), cfg, ws, out + h * group_ * d_);
         }
         // Transfers (elements per KV head, new k/v write included), as in the spec.
         const double Sd = static_cast<double>(S), dd = static_cast<double>(d_);
@@ -191,20 +218,25 @@ private:
     attention_shape shape_;
     sparq_settings settings_;
     std::size_t group_, d_;
-    detail::layer_caches<T> caches_;
+    detail::layer_caches<Cache> caches_;
     std::vector<unsigned char> scratch_;
     transfer_tally tally_;
 };
 
 /// The backend the command line names: "sparq-dense" or "sparq", with the cache stored as
-/// `dtype`. (The example's own "dense" backend is tiny_lm::dense_attention.)
+/// `dtype`, paged when settings.page_size > 0. (The example's own "dense" backend is
+/// tiny_lm::dense_attention.)
 inline std::unique_ptr<attention_backend> make_sparq_backend(const std::string& kind, kv_dtype dtype,
                                                              const attention_shape& shape,
                                                              const sparq_settings& settings) {
     auto make = [&](auto tag) -> std::unique_ptr<attention_backend> {
         using T = decltype(tag);
-        if (kind == "sparq-dense") return std::make_unique<sparq_dense_attention<T>>(shape);
-        if (kind == "sparq") return std::make_unique<sparq_attention<T>>(shape, settings);
+        using paged = sparq::paged_kv_cache<T>;
+        const std::size_t P = settings.page_size;
+        if (kind == "sparq-dense" && P == 0) return std::make_unique<sparq_dense_attention<T>>(shape);
+        if (kind == "sparq-dense") return std::make_unique<sparq_dense_attention<T, paged>>(shape, P);
+        if (kind == "sparq" && P == 0) return std::make_unique<sparq_attention<T>>(shape, settings);
+        if (kind == "sparq") return std::make_unique<sparq_attention<T, paged>>(shape, settings);
         throw std::invalid_argument("unknown attention backend '" + kind + "'");
     };
     switch (dtype) {
@@ -220,6 +252,10 @@ inline const transfer_tally* transfers_of(const attention_backend& attn) {
     if (auto* a = dynamic_cast<const sparq_attention<float>*>(&attn)) return &a->transfers();
     if (auto* a = dynamic_cast<const sparq_attention<sparq::f16>*>(&attn)) return &a->transfers();
     if (auto* a = dynamic_cast<const sparq_attention<sparq::bf16>*>(&attn)) return &a->transfers();
+    using namespace sparq;
+    if (auto* a = dynamic_cast<const sparq_attention<float, paged_kv_cache<float>>*>(&attn)) return &a->transfers();
+    if (auto* a = dynamic_cast<const sparq_attention<f16, paged_kv_cache<f16>>*>(&attn)) return &a->transfers();
+    if (auto* a = dynamic_cast<const sparq_attention<bf16, paged_kv_cache<bf16>>*>(&attn)) return &a->transfers();
     return nullptr;
 }
 

@@ -68,6 +68,10 @@ class paged_kv_cache {
   std::size_t head_dim() const noexcept { return d_; }
   bool has_kt() const noexcept { return keep_kt_; }
   std::size_t free_pages() const noexcept { return free_.size(); }
+  /// Bytes held for the pool's K, Kt and V pages (storage), and for v_mean.
+  std::size_t bytes() const noexcept {
+    return (k_.size() + kt_.size() + v_.size()) * sizeof(T) + v_mean_.size() * sizeof(float);
+  }
   std::size_t length(std::size_t seq) const {
     check_seq(seq, "length");
     return len_[seq];
