@@ -36,7 +36,7 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 echo "== [2/6] ThreadSanitizer build of the threaded tests ($(date +%T))"
 tsan="-fsanitize=thread -fno-omit-frame-pointer"
 cmake -S . -B "$out/tsan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF -DSPARQ_WERROR=OFF \
-  -DSPARQ_BUILD_EXAMPLES=OFF -DSPARQ_TESTS_ONLY="parallel" -DCMAKE_CXX_FLAGS="$tsan -O1" \
+  -DSPARQ_BUILD_EXAMPLES=OFF -DSPARQ_TESTS_ONLY="parallel|paged" -DCMAKE_CXX_FLAGS="$tsan -O1" \
   -DCMAKE_EXE_LINKER_FLAGS="$tsan"
 cmake --build "$out/tsan" -j"$jobs"
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir "$out/tsan" --output-on-failure -j1 -E 'dhat'
@@ -56,7 +56,7 @@ cmake --build "$out/consumer-subdir" -j"$jobs"
 "$out/consumer-subdir/consumer"
 
 echo "== [4/6] SIMD tiers ($(date +%T))"
-tier_tests="dtype|topk|stages|step|dense|traffic|merge|trace_accuracy|parallel"
+tier_tests="dtype|topk|stages|step|dense|traffic|merge|trace_accuracy|parallel|paged"
 for arch in x86-64-v3 x86-64 scalar; do
   # Only the tests whose code paths depend on the SIMD tier (I/O, allocators and validation
   # are tier-independent and already ran above).

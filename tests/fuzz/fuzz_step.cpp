@@ -3,12 +3,14 @@
 //   - never crashes, never reads out of bounds (the sanitizers and guard-padded buffers);
 //   - selections are in range, ascending, of size min(k, S), and hold the local window;
 //   - with finite, moderate inputs: 0 <= alpha <= 1 and the output equals the float64 oracle
-//     (sparq::ref) unless the oracle itself has a near-tie at the selection boundary.
+//     (sparq::ref) unless the oracle itself has a near-tie at the selection boundary;
+//   - the same cache as paged views (scrambled pages, P = 1..16) gives the same bits.
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sparq/ref.hpp>
 #include <sparq/sparq.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -97,6 +99,39 @@ void run(FuzzedDataProvider& fdp) {
   std::vector<std::byte> wsd(sparq::dense_workspace_bytes(g, d));
   std::vector<float> dense(g * d);
   sparq::checked_dense_step(q.data(), g, kv.k, kv.v, 0.0f, {wsd.data(), wsd.size()}, dense.data());
+
+  // The same cache paged (P = 2^bits tokens per page, pages in a scrambled pool order) must
+  // give the same bits for the step and for dense, whatever the values.
+  {
+    const unsigned bits = fdp.ConsumeIntegralInRange<unsigned>(0, 4);
+    const std::size_t P = std::size_t{1} << bits, np = (S + P - 1) / P;
+    std::vector<std::int32_t> pages(np);
+    for (std::size_t p = 0; p < np; ++p) pages[p] = static_cast<std::int32_t>((p * 7 + 3) % np);
+    if (np > 1 && pages[0] == 0) std::swap(pages[0], pages[1]);
+    std::vector<T> pk(np * P * d), pv(np * P * d), pkt(np * d * P);
+    for (std::size_t s = 0; s < S; ++s) {
+      const std::size_t pg = static_cast<std::size_t>(pages[s / P]), slot = s % P;
+      for (std::size_t i = 0; i < d; ++i) {
+        pk[(pg * P + slot) * d + i] = k[s * rs + i];
+        pv[(pg * P + slot) * d + i] = v[s * rs + i];
+        pkt[(pg * d + i) * P + slot] = k[s * rs + i];
+      }
+    }
+    const sparq::paged_kv_head_view<const T> pkv{{pk.data(), pages.data(), S, d, bits, P * d, d},
+                                                 {pkt.data(), pages.data(), d, S, bits, d * P, P},
+                                                 {pv.data(), pages.data(), S, d, bits, P * d, d},
+                                                 v_mean.data()};
+    std::vector<float> pout(g * d), pdense(g * d);
+    std::vector<std::byte> ws2(ws.size());
+    const auto pres =
+        sparq::checked_step(q.data(), g, pkv, cfg, {ws2.data(), ws2.size()}, pout.data());
+    FUZZ_CHECK(pres.n_positions == n);
+    FUZZ_CHECK(std::equal(res.positions, res.positions + n, pres.positions));
+    FUZZ_CHECK(std::memcmp(out.data(), pout.data(), out.size() * sizeof(float)) == 0);
+    sparq::checked_dense_step(q.data(), g, pkv.k, pkv.v, 0.0f, {wsd.data(), wsd.size()},
+                              pdense.data());
+    FUZZ_CHECK(std::memcmp(dense.data(), pdense.data(), dense.size() * sizeof(float)) == 0);
+  }
   if (wild) return;  // NaN/inf/huge inputs: in-bounds and terminating is the contract
 
   for (std::size_t h = 0; h < g; ++h) FUZZ_CHECK(res.alpha[h] >= 0.0f && res.alpha[h] <= 1.0f);
