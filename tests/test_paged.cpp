@@ -355,7 +355,26 @@ TEST(PagedErrors, CheckedStepsNameTheViewField) {
   std::vector<unsigned char> w(st.workspace_bytes());
   std::vector<float> bo(g * d);
   EXPECT_SPARQ_ERROR(st.prepare(q.data(), bo.data(), no_kt, {w.data(), w.size()}, 1),
-                     "kt missing");
+                     "batch_step::prepare: sequence 0 head 0: kt missing");
+  // prepare_views runs the checked_step checks on every view, naming the item.
+  auto views_with = [&](auto edit) {
+    return [&, edit](std::size_t, std::size_t) {
+      auto v = c.paged.head(0, 0);
+      edit(v);
+      return v;
+    };
+  };
+  using view_t = sparq::paged_kv_head_view<const float>;
+  EXPECT_SPARQ_ERROR(st.prepare_views(q.data(), bo.data(),
+                                      views_with([](view_t& v) { v.k.pages = nullptr; }),
+                                      {w.data(), w.size()}, 1),
+                     "sequence 0 head 0: k.pages is null");
+  EXPECT_SPARQ_ERROR(st.prepare_views(q.data(), bo.data(),
+                                      views_with([](view_t& v) { v.kt.page_stride = 1; }),
+                                      {w.data(), w.size()}, 1),
+                     "sequence 0 head 0: kt.page_stride = 1");
+  EXPECT_NO_THROW(st.prepare_views(q.data(), bo.data(), views_with([](view_t&) {}),
+                                   {w.data(), w.size()}, 1));
 }
 
 }  // namespace

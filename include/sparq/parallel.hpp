@@ -346,20 +346,25 @@ class batch_step {
           l_[it] = c.local;
         }
         if (S == 0) continue;
-        if (kv.dim() != d_ || kv.v.dim != d_)
+        if (kv.dim() != d_)
           detail::fail("batch_step::prepare: sequence ", b, " head ", h, " k.dim = ", kv.dim(),
                        "; must equal head_dim (", d_, ")");
-        if (kv.k.data == nullptr || kv.v.data == nullptr || kv.v.length != S)
-          detail::fail("batch_step::prepare: sequence ", b, " head ", h,
-                       ": k/v rows missing or of different lengths");
-        if (!dense_[it] && k_[it] < S) {
-          if (kv.kt.data == nullptr || kv.kt.length != S || kv.kt.dim != d_)
-            detail::fail("batch_step::prepare: sequence ", b, " head ", h,
-                         ": kt missing or not [head_dim][length]");
-          if (cfg_.reallocate && kv.v_mean == nullptr)
-            detail::fail("batch_step::prepare: sequence ", b, " head ", h,
-                         ": v_mean is null but reallocate is on");
+        const bool stage1 = !dense_[it] && k_[it] < S;
+        try {  // the checked_step checks, with the item named
+          detail::check_view(kv.k, "k", S, d_);
+          detail::check_view(kv.v, "v", S, d_);
+          if (stage1) {
+            if (kv.kt.data == nullptr)
+              detail::fail("kt missing (kt.data is null) but this item runs SparQ stage 1");
+            detail::check_view(kv.kt, "kt", S, d_);
+          }
+        } catch (const error& e) {
+          detail::fail("batch_step::prepare: sequence ", b, " head ", h, ": ",
+                       e.what() + 7);  // without the inner "sparq: "
         }
+        if (stage1 && cfg_.reallocate && kv.v_mean == nullptr)
+          detail::fail("batch_step::prepare: sequence ", b, " head ", h,
+                       ": v_mean is null but reallocate is on");
       }
     q_ = q;
     out_ = out;
