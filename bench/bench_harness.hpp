@@ -8,15 +8,45 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstddef>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <time.h>
 #include <unistd.h>
 #include <vector>
 
 namespace sparq_bench {
+
+/// The command line both benchmark programs take: [--quick] [--json FILE] [--threads N].
+struct options {
+  bool quick = false;
+  std::string json;
+  std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
+  int exit_code = -1;  ///< >= 0: exit with this code (usage printed)
+};
+
+inline options parse_options(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") {
+      o.quick = true;
+    } else if (a == "--json" && i + 1 < argc) {
+      o.json = argv[++i];
+    } else if (a == "--threads" && i + 1 < argc) {
+      o.threads = static_cast<std::size_t>(std::max(1L, std::strtol(argv[++i], nullptr, 10)));
+    } else {
+      std::fprintf(stderr, "usage: %s [--quick] [--json FILE] [--threads N]\n", argv[0]);
+      o.exit_code = a == "--help" || a == "-h" ? 0 : 2;
+      return o;
+    }
+  }
+  return o;
+}
 
 using clock_type = std::chrono::steady_clock;
 

@@ -66,22 +66,11 @@ std::vector<std::unique_ptr<Cache>> clones(std::unique_ptr<Cache> first, std::si
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  std::string json;
-  std::size_t nth = std::max(1u, std::thread::hardware_concurrency());
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--quick") {
-      quick = true;
-    } else if (a == "--json" && i + 1 < argc) {
-      json = argv[++i];
-    } else if (a == "--threads" && i + 1 < argc) {
-      nth = static_cast<std::size_t>(std::max(1L, std::strtol(argv[++i], nullptr, 10)));
-    } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--json FILE] [--threads N]\n", argv[0]);
-      return a == "--help" || a == "-h" ? 0 : 2;
-    }
-  }
+  const options opt = parse_options(argc, argv);
+  if (opt.exit_code >= 0) return opt.exit_code;
+  const bool quick = opt.quick;
+  const std::string json = opt.json;
+  const std::size_t nth = opt.threads;
   sparq::thread_pool pool(nth);
   const std::size_t rotate = std::max<std::size_t>(std::size_t{256} << 20, 2 * llc_bytes());
   const double budget = quick ? 0.2 : 1.0;

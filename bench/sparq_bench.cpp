@@ -141,22 +141,11 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  std::string json;
-  std::size_t nth = std::max(1u, std::thread::hardware_concurrency());
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--quick") {
-      quick = true;
-    } else if (a == "--json" && i + 1 < argc) {
-      json = argv[++i];
-    } else if (a == "--threads" && i + 1 < argc) {
-      nth = static_cast<std::size_t>(std::max(1L, std::strtol(argv[++i], nullptr, 10)));
-    } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--json FILE] [--threads N]\n", argv[0]);
-      return a == "--help" || a == "-h" ? 0 : 2;
-    }
-  }
+  const options opt = parse_options(argc, argv);
+  if (opt.exit_code >= 0) return opt.exit_code;
+  const bool quick = opt.quick;
+  const std::string json = opt.json;
+  const std::size_t nth = opt.threads;
 
   sparq::thread_pool pool(nth);
   const std::size_t llc = llc_bytes();
