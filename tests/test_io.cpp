@@ -473,6 +473,50 @@ TEST(json, parses_all_value_kinds_and_escapes) {
   EXPECT_TRUE(v.find("e")->items.empty());
 }
 
+TEST(json, integers_keep_their_exact_value) {
+  using sparq::io::detail::parse_json;
+  // 2^53 + 1 has no double; the nearest double is 2^53.
+  const auto v = parse_json(
+      R"([9007199254740993, -9223372036854775808, 9223372036854775807, 0, -0, 42,
+          9223372036854775808, -9223372036854775809, 1.0, 1e3, 2E+0, -7.5, "3", true, null])",
+      "doc");
+  ASSERT_TRUE(v.is_array());
+  ASSERT_EQ(v.items.size(), 15u);
+  const auto& it = v.items;
+  EXPECT_TRUE(it[0].integral);
+  EXPECT_EQ(it[0].integer, std::int64_t{9007199254740993});
+  EXPECT_EQ(it[0].number, 9007199254740992.0);  // the double is still the rounded value
+  EXPECT_TRUE(it[1].integral);
+  EXPECT_EQ(it[1].integer, std::numeric_limits<std::int64_t>::min());
+  EXPECT_TRUE(it[2].integral);
+  EXPECT_EQ(it[2].integer, std::numeric_limits<std::int64_t>::max());
+  EXPECT_TRUE(it[3].integral);
+  EXPECT_EQ(it[3].integer, 0);
+  EXPECT_TRUE(it[4].integral);
+  EXPECT_EQ(it[4].integer, 0);
+  EXPECT_TRUE(it[5].integral);
+  EXPECT_EQ(it[5].integer, 42);
+  EXPECT_EQ(it[5].number, 42.0);
+  // Integers outside int64 are numbers, but only as doubles.
+  for (std::size_t i : {6u, 7u}) {
+    EXPECT_TRUE(it[i].is_number()) << i;
+    EXPECT_FALSE(it[i].integral) << i;
+    EXPECT_EQ(it[i].integer, 0) << i;
+  }
+  EXPECT_EQ(it[6].number, 9223372036854775808.0);
+  EXPECT_EQ(it[7].number, -9223372036854775808.0);
+  // A fraction or an exponent makes a number non-integral even when its value is whole.
+  for (std::size_t i : {8u, 9u, 10u, 11u}) {
+    EXPECT_TRUE(it[i].is_number()) << i;
+    EXPECT_FALSE(it[i].integral) << i;
+  }
+  EXPECT_EQ(it[8].number, 1.0);
+  EXPECT_EQ(it[9].number, 1000.0);
+  EXPECT_EQ(it[10].number, 2.0);
+  // Non-numbers are never integral.
+  for (std::size_t i : {12u, 13u, 14u}) EXPECT_FALSE(it[i].integral) << i;
+}
+
 TEST(json, rejects_malformed_documents) {
   using sparq::io::detail::parse_json;
   const char* bad[] = {"",          "{",         "[1,]",       "{\"a\":1,}", "01",

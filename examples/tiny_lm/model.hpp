@@ -4,7 +4,6 @@
 #pragma once
 
 #include "attention.hpp"
-#include "json.hpp"
 #include "safetensors.hpp"
 
 #include "eigen.hpp"
@@ -37,8 +36,10 @@ struct model_config {
         std::ifstream in(path, std::ios::binary);
         if (!in) throw std::runtime_error(path + ": cannot open file");
         const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        const json_value doc = parse_json(text.data(), text.data() + text.size(), path);
-        if (!doc.is_object()) throw std::runtime_error(path + ": not a JSON object");
+        // Syntax errors throw sparq::io::format_error naming `path`, with line and column.
+        const json_value doc = parse_json(text, path);
+        if (!doc.is_object())
+            throw std::runtime_error(path + ": not a JSON object but " + json_kind_name(doc.type));
 
         auto number = [&](const char* key) -> const json_value& {
             const json_value* v = doc.find(key);
@@ -48,7 +49,7 @@ struct model_config {
         };
         auto integer = [&](const char* key) {
             const json_value& v = number(key);
-            if (!v.is_integer || v.integer <= 0 || v.integer > (1 << 24))
+            if (!v.integral || v.integer <= 0 || v.integer > (1 << 24))
                 throw std::runtime_error(path + ": field '" + key + "' must be a positive integer");
             return static_cast<int>(v.integer);
         };

@@ -1,11 +1,12 @@
 // Reader for the safetensors format: an 8-byte little-endian header length N, N bytes of JSON
 // mapping tensor names to {dtype, shape, data_offsets}, then the raw data section (offsets are
-// relative to its start). Tensors are widened to fp32 on load.
+// relative to its start). Tensors are widened to fp32 on load. The header is parsed with
+// sparq's JSON reader (sparq/io/json.hpp), which keeps integers exact: data_offsets can
+// exceed 2^53 in principle, so they must not go through double.
 #pragma once
 
 #include <sparq/dtype.hpp>
-
-#include "json.hpp"
+#include <sparq/io/json.hpp>
 
 #include <cstdint>
 #include <cstring>
@@ -18,6 +19,10 @@
 #include <vector>
 
 namespace tiny_lm {
+
+using sparq::io::detail::json_kind_name;
+using sparq::io::detail::json_value;
+using sparq::io::detail::parse_json;
 
 /// Exact fp16/bf16 -> fp32 with sparq's own conversions (plain bit operations, so the loader
 /// does not depend on the -march the example is built for).
@@ -64,12 +69,19 @@ public:
                                      std::to_string(bytes_.size() - 8) + " follow");
         data_offset_ = 8 + header_len;
 
+        // Syntax errors throw sparq::io::format_error (a std::runtime_error) naming this file,
+        // with line and column inside the header.
         const char* h = reinterpret_cast<const char*>(bytes_.data()) + 8;
-        json_value header = parse_json(h, h + header_len, path_ + " (header)");
-        if (!header.is_object()) throw std::runtime_error(path_ + ": header is not a JSON object");
-        for (const auto& [name, entry] : header.object) {
+        const json_value header =
+            parse_json(std::string(h, static_cast<std::size_t>(header_len)), path_ + " (header)");
+        if (!header.is_object())
+            throw std::runtime_error(path_ + ": header is not a JSON object but " +
+                                     json_kind_name(header.type));
+        // The reader rejects duplicate keys, so every tensor name is unique.
+        for (std::size_t i = 0; i < header.keys.size(); ++i) {
+            const std::string& name = header.keys[i];
             if (name == "__metadata__") continue;
-            tensors_.emplace(name, parse_entry(name, entry));
+            tensors_.emplace(name, parse_entry(name, header.items[i]));
         }
     }
 
@@ -136,25 +148,28 @@ private:
 
     tensor_info parse_entry(const std::string& name, const json_value& entry) const {
         const std::string where = path_ + ": header entry for tensor '" + name + "'";
-        if (!entry.is_object()) throw std::runtime_error(where + " is not an object");
+        if (!entry.is_object())
+            throw std::runtime_error(where + " is not an object but " + json_kind_name(entry.type));
         tensor_info t;
         const json_value* dtype = entry.find("dtype");
         if (!dtype || !dtype->is_string()) throw std::runtime_error(where + " has no string 'dtype'");
         t.dtype = dtype->string;
         const json_value* shape = entry.find("shape");
         if (!shape || !shape->is_array()) throw std::runtime_error(where + " has no array 'shape'");
-        for (const json_value& e : shape->array) {
-            if (!e.is_number() || !e.is_integer || e.integer < 0)
+        for (const json_value& e : shape->items) {
+            // `integral` only for numbers written as integers that fit int64.
+            if (!e.is_number() || !e.integral || e.integer < 0)
                 throw std::runtime_error(where + " has a non-integer or negative extent");
             t.shape.push_back(e.integer);
         }
+        // Exact int64 values, never the double: offsets past 2^53 must not be rounded.
         const json_value* off = entry.find("data_offsets");
-        if (!off || !off->is_array() || off->array.size() != 2 || !off->array[0].is_integer ||
-            !off->array[1].is_integer || off->array[0].integer < 0 ||
-            off->array[1].integer < off->array[0].integer)
+        if (!off || !off->is_array() || off->items.size() != 2 || !off->items[0].integral ||
+            !off->items[1].integral || off->items[0].integer < 0 ||
+            off->items[1].integer < off->items[0].integer)
             throw std::runtime_error(where + " has malformed 'data_offsets' (need [begin, end])");
-        t.begin = static_cast<std::uint64_t>(off->array[0].integer);
-        t.end = static_cast<std::uint64_t>(off->array[1].integer);
+        t.begin = static_cast<std::uint64_t>(off->items[0].integer);
+        t.end = static_cast<std::uint64_t>(off->items[1].integer);
         return t;
     }
 };

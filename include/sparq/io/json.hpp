@@ -2,12 +2,14 @@
 /// \file json.hpp
 /// A small JSON reader (RFC 8259) for trace manifests. Internal: `sparq::io::detail`.
 ///
-/// Enough for manifest.json and nothing more: objects, arrays, strings with every escape
-/// (including \uXXXX surrogate pairs, encoded to UTF-8), numbers, true/false/null. Objects
-/// keep their members in document order; duplicate keys are an error (the manifest has no
-/// use for them and silently picking one would hide a mistake). Nesting is limited to 256
-/// levels so hostile input cannot overflow the stack. Numbers are parsed with
-/// `std::from_chars`, so the result does not depend on the C locale.
+/// Enough for manifest.json (and a safetensors header) and nothing more: objects, arrays,
+/// strings with every escape (including \uXXXX surrogate pairs, encoded to UTF-8), numbers,
+/// true/false/null. Objects keep their members in document order; duplicate keys are an error
+/// (the manifest has no use for them and silently picking one would hide a mistake). Nesting
+/// is limited to 256 levels so hostile input cannot overflow the stack. Numbers are parsed
+/// with `std::from_chars`, so the result does not depend on the C locale; a number written as
+/// an integer that fits `std::int64_t` also keeps its exact value (`json_value::integer`), so
+/// byte offsets need not go through double, which is exact only up to 2^53.
 
 #include <charconv>
 #include <cstddef>
@@ -28,7 +30,15 @@ struct json_value {
 
   kind type = kind::null;
   bool boolean = false;
+  /// A number's value as a double (rounded to nearest when it has more than 53 bits).
   double number = 0.0;
+  /// True when the number was written as an integer (no '.', no exponent) and its value fits
+  /// `std::int64_t`; `integer` then holds it exactly. False for non-integral numbers (`1.0`,
+  /// `1e3`), for integers outside the int64 range (only `number` holds those, rounded) and for
+  /// every value that is not a number.
+  bool integral = false;
+  /// The exact value when `integral`, else 0.
+  std::int64_t integer = 0;
   std::string string;
   /// Array elements, or object member values (then `keys[i]` names `items[i]`).
   std::vector<json_value> items;
@@ -136,8 +146,7 @@ class json_parser {
         break;
       default:
         if (*p_ == '-' || (*p_ >= '0' && *p_ <= '9')) {
-          v.type = json_value::kind::number;
-          v.number = parse_number();
+          parse_number(v);
         } else {
           fail("unexpected character '", *p_, "'");
         }
@@ -282,9 +291,12 @@ class json_parser {
     }
   }
 
-  double parse_number() {
+  /// Sets `v` to the number at `p_`: `number` always, `integral`/`integer` when it is written
+  /// as an integer that fits int64.
+  void parse_number(json_value& v) {
     // Validate the JSON grammar first (from_chars alone would accept "01", "1.", "inf").
     const char* start = p_;
+    bool integral = true;
     const char* q = p_;
     if (q != end_ && *q == '-') ++q;
     if (q == end_) fail("invalid number");
@@ -296,11 +308,13 @@ class json_parser {
       fail("invalid number");
     }
     if (q != end_ && *q == '.') {
+      integral = false;
       ++q;
       if (q == end_ || *q < '0' || *q > '9') fail("invalid number: digit expected after '.'");
       while (q != end_ && *q >= '0' && *q <= '9') ++q;
     }
     if (q != end_ && (*q == 'e' || *q == 'E')) {
+      integral = false;
       ++q;
       if (q != end_ && (*q == '+' || *q == '-')) ++q;
       if (q == end_ || *q < '0' || *q > '9') fail("invalid number: digit expected in exponent");
@@ -310,8 +324,18 @@ class json_parser {
     const auto res = std::from_chars(start, q, d);
     if (res.ec == std::errc::result_out_of_range) fail("number out of range");
     if (res.ec != std::errc() || res.ptr != q) fail("invalid number");
+    v.type = json_value::kind::number;
+    v.number = d;
+    if (integral) {
+      // Out of int64 range (errc::result_out_of_range) leaves the number non-integral.
+      std::int64_t i = 0;
+      const auto ires = std::from_chars(start, q, i);
+      if (ires.ec == std::errc() && ires.ptr == q) {
+        v.integral = true;
+        v.integer = i;
+      }
+    }
     p_ = q;
-    return d;
   }
 
   const char* begin_;
