@@ -32,6 +32,7 @@ namespace sparq {
 template <class T>
 struct paged_rows_view {
   using element_type = T;
+  static constexpr bool paged = true;  ///< rows reached through a block table
   T* data = nullptr;                  ///< page 0 of the pool, this head
   const std::int32_t* pages = nullptr;///< the sequence's page ids, ceil(length / P) entries
   std::size_t length = 0;             ///< valid positions S
@@ -54,6 +55,7 @@ struct paged_rows_view {
 template <class T>
 struct paged_cols_view {
   using element_type = T;
+  static constexpr bool paged = true;  ///< rows reached through a block table
   T* data = nullptr;                  ///< page 0 of the Kt pool, this head
   const std::int32_t* pages = nullptr;///< the sequence's page ids
   std::size_t dim = 0;                ///< head dimension d

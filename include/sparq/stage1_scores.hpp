@@ -261,7 +261,19 @@ void approximate_logits(const float* qs, std::size_t g, std::size_t r, paged_col
                         const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
                         std::size_t ld, float* mx, Traffic& traffic) noexcept {
   const std::size_t P = kt.page_size();
-  for (std::size_t p = s0 >> kt.page_bits; (p << kt.page_bits) < s1; ++p) {
+  // Pages sit anywhere in the pool: ask for the r rows of a page a few pages ahead (about
+  // 256 bytes of each row in flight) before computing this one.
+  const std::size_t row_bytes = P * sizeof(T);
+  const std::size_t ahead = row_bytes >= 256 ? 1 : 256 / row_bytes;
+  const std::size_t p_end = (s1 + P - 1) >> kt.page_bits;
+  for (std::size_t p = s0 >> kt.page_bits; p < p_end; ++p) {
+    if (p + ahead < p_end) {
+      const cols_view<const T> next = kt.page(p + ahead);
+      for (std::size_t j = 0; j < r; ++j) {
+        const char* row = reinterpret_cast<const char*>(next.dim_row(i1[j]));
+        for (std::size_t o = 0; o < row_bytes; o += 64) detail::prefetch(row + o);
+      }
+    }
     const std::size_t first = p << kt.page_bits;
     const std::size_t a = s0 > first ? s0 - first : 0;
     const std::size_t b = s1 - first < P ? s1 - first : P;

@@ -16,6 +16,7 @@ namespace sparq {
 template <class T>
 struct rows_view {
   using element_type = T;
+  static constexpr bool paged = false;  ///< rows reached through a block table
   T* data = nullptr;
   std::size_t length = 0;      ///< number of valid positions S
   std::size_t dim = 0;         ///< head dimension d
@@ -32,6 +33,7 @@ struct rows_view {
 template <class T>
 struct cols_view {
   using element_type = T;
+  static constexpr bool paged = false;  ///< rows reached through a block table
   T* data = nullptr;
   std::size_t dim = 0;         ///< head dimension d
   std::size_t length = 0;      ///< number of valid positions S
