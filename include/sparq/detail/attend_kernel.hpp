@@ -360,7 +360,8 @@ inline void v_update(std::size_t h0, std::size_t hn, const block16<T, HMAX>& b,
 /// pipelined: block b's V pass runs after block b+1's logits and softmax, so the softmax's
 /// latency chain (reductions, exp) overlaps independent work. The arithmetic of every head
 /// is the same either way (the order of a head's operations never changes).
-/// Gathered rows are prefetched PF rows ahead (their K and V lines).
+/// Gathered rows are prefetched PF rows ahead (their K and V lines); contiguous rows get one
+/// hint per 4 KiB about 16 KiB ahead.
 template <std::size_t D, class T, class KRows, class VRows, class Pos, class Traffic>
 void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k,
                       const VRows& v, Pos pos, std::size_t n, const online_state& st,
@@ -368,6 +369,9 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
   constexpr std::size_t HMAX = 8;  // heads per pass over a block (stack scratch bound)
   constexpr std::size_t row_bytes = D * sizeof(T);
   constexpr std::size_t PF = 32;  // gathered rows: prefetch distance in rows
+  // Contiguous rows: prefetch distance ~16 KiB (a multiple of 16 rows), one hint per 4 KiB.
+  constexpr std::size_t CF = (16384 / row_bytes + 15) / 16 * 16 ? (16384 / row_bytes + 15) / 16 * 16 : 16;
+  constexpr std::size_t CS = 4096 / row_bytes ? 4096 / row_bytes : 1;
   block16<T, HMAX> blk[2];
   auto setup = [&](block16<T, HMAX>& b, std::size_t b0) {
     const std::size_t nb = n - b0 < 16 ? n - b0 : 16;
@@ -379,7 +383,17 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
       traffic.read(arena::v, b.vrows[j], row_bytes);
     }
     for (std::size_t j = nb; j < 16; ++j) b.krows[j] = b.krows[0];  // masked out
-    if constexpr (Pos::gathered) {
+    if constexpr (!Pos::gathered) {
+      // Contiguous rows: touch one line per 4 KiB of K and of V, CF rows ahead. The hardware
+      // prefetcher stops at page boundaries and this loop keeps too few loads in flight to
+      // restart it early; the hint (and its TLB walk) does (measured at S = 64k, 2 threads:
+      // ~53% -> ~73% of the read roof).
+      if (b0 + CF + 16 <= n)
+        for (std::size_t j = 0; j < 16; j += CS) {
+          prefetch(k.row(pos(b0 + CF + j)));
+          prefetch(v.row(pos(b0 + CF + j)));
+        }
+    } else {
       const std::size_t p1 = b0 + PF + 16 < n ? b0 + PF + 16 : n;
       for (std::size_t j = b0 + PF; j < p1; ++j) {
         const char* kr = reinterpret_cast<const char*>(k.row(pos(j)));
