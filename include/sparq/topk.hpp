@@ -41,11 +41,19 @@ inline std::uint32_t bucket_of(float x) noexcept { return order_key(x) >> topk_s
 
 #if defined(__AVX512F__) && !defined(SPARQ_NO_SIMD)
 #define SPARQ_TOPK_AVX512 1
+// The masked (maskz) forms of the shifts: GCC 12's unmasked _mm512_srai/srli_epi32 pass
+// _mm512_undefined_epi32() and trip -Wuninitialized once inlined (GCC bug 105593).
+inline __m512i srai32(__m512i u, unsigned n) noexcept {
+  return _mm512_maskz_srai_epi32(static_cast<__mmask16>(0xffff), u, n);
+}
+inline __m512i srli32(__m512i u, unsigned n) noexcept {
+  return _mm512_maskz_srli_epi32(static_cast<__mmask16>(0xffff), u, n);
+}
 /// order_key of 16 floats.
 inline __m512i order_key16(__m512 v) noexcept {
   const __m512i u = _mm512_castps_si512(v);
   const __m512i flip =
-      _mm512_or_si512(_mm512_srai_epi32(u, 31), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
+      _mm512_or_si512(srai32(u, 31), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
   const __mmask16 nan = _mm512_cmpgt_epu32_mask(
       _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
   const __mmask16 negzero = _mm512_cmpeq_epi32_mask(u, _mm512_set1_epi32(static_cast<int>(0x80000000u)));
@@ -67,7 +75,7 @@ inline void histogram_keys(const float* x, std::size_t n, std::uint32_t* hist,
   alignas(64) std::uint32_t kb[16];
   for (; i + 16 <= n; i += 16) {
     _mm512_store_si512(reinterpret_cast<__m512i*>(kb),
-                       _mm512_srli_epi32(order_key16(_mm512_loadu_ps(x + i)), topk_shift));
+                       srli32(order_key16(_mm512_loadu_ps(x + i)), topk_shift));
     for (int j = 0; j < 16; j += 2) {
       ++hist[kb[j]];
       ++hist2[kb[j + 1]];
@@ -97,11 +105,19 @@ inline std::size_t collect_at_or_above(const float* x, std::size_t s0, std::size
     m += static_cast<std::size_t>(__builtin_popcount(k));
     idx = _mm512_add_epi32(idx, sixteen);
   }
-#endif
+  if (i < s1) {  // the tail with the same compare under a mask
+    const __mmask16 t = static_cast<__mmask16>((1u << (s1 - i)) - 1u);
+    const __mmask16 k =
+        _mm512_mask_cmpge_epu32_mask(t, order_key16(_mm512_maskz_loadu_ps(t, x + i)), lo);
+    _mm512_mask_compressstoreu_epi32(out + m, k, idx);
+    m += static_cast<std::size_t>(__builtin_popcount(k));
+  }
+#else
   for (; i < s1; ++i) {
     out[m] = static_cast<std::uint32_t>(i);
     m += bucket_of(x[i]) >= bucket;
   }
+#endif
   return m;
 }
 

@@ -162,17 +162,20 @@ inline float max_of(const float* p, std::size_t n) noexcept {
 inline __m512 reduce16(const __m512* a) noexcept {
   __m512 b[8], c[4];
   for (int i = 0; i < 8; ++i)
-    b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
-                         _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    b[i] = _mm512_add_ps(_mm512_maskz_unpacklo_ps(k16, a[2 * i], a[2 * i + 1]),
+                         _mm512_maskz_unpackhi_ps(k16, a[2 * i], a[2 * i + 1]));
   for (int i = 0; i < 4; ++i)
-    c[i] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  const __m512 d0 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                                  _mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
-  const __m512 d1 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], _MM_SHUFFLE(2, 0, 2, 0)),
-                                  _mm512_shuffle_f32x4(c[2], c[3], _MM_SHUFFLE(3, 1, 3, 1)));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(d0, d1, _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_f32x4(d0, d1, _MM_SHUFFLE(3, 1, 3, 1)));
+    c[i] = _mm512_add_ps(
+        _mm512_maskz_shuffle_ps(k16, b[2 * i], b[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+        _mm512_maskz_shuffle_ps(k16, b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 d0 =
+      _mm512_add_ps(_mm512_maskz_shuffle_f32x4(k16, c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                    _mm512_maskz_shuffle_f32x4(k16, c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 d1 =
+      _mm512_add_ps(_mm512_maskz_shuffle_f32x4(k16, c[2], c[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                    _mm512_maskz_shuffle_f32x4(k16, c[2], c[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_maskz_shuffle_f32x4(k16, d0, d1, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_maskz_shuffle_f32x4(k16, d0, d1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
 template <class T>
@@ -180,143 +183,259 @@ inline __m512 widen16(const T* p) noexcept {
   return load_widen(p);
 }
 
+/// acc[h] = acc[h] * c[h] + sum_j w[h][j] * V_j for HC heads (acc rows ld floats apart; w rows
+/// 16 floats apart), nb <= 16 rows; DC vectors of the row at a time (HC * DC accumulators).
+template <std::size_t HC, std::size_t NV, std::size_t DC, class T>
+inline void v_pass(float* acc, std::size_t ld, const float (*w)[16], const float* c,
+                   const T* const* vrows, std::size_t nb) noexcept {
+  for (std::size_t i0 = 0; i0 < NV; i0 += DC) {
+    __m512 a[HC][DC];
+    for (std::size_t h = 0; h < HC; ++h) {
+      const __m512 cv = _mm512_set1_ps(c[h]);
+      for (std::size_t i = 0; i < DC; ++i)
+        if (i0 + i < NV) a[h][i] = _mm512_mul_ps(_mm512_loadu_ps(acc + h * ld + 16 * (i0 + i)), cv);
+    }
+    for (std::size_t j = 0; j < nb; ++j) {
+      __m512 vv[DC];
+      for (std::size_t i = 0; i < DC; ++i)
+        if (i0 + i < NV) vv[i] = widen16(vrows[j] + 16 * (i0 + i));
+      for (std::size_t h = 0; h < HC; ++h) {
+        const __m512 wj = _mm512_set1_ps(w[h][j]);
+        for (std::size_t i = 0; i < DC; ++i)
+          if (i0 + i < NV) a[h][i] = _mm512_fmadd_ps(wj, vv[i], a[h][i]);
+      }
+    }
+    for (std::size_t h = 0; h < HC; ++h)
+      for (std::size_t i = 0; i < DC; ++i)
+        if (i0 + i < NV) _mm512_storeu_ps(acc + h * ld + 16 * (i0 + i), a[h][i]);
+  }
+}
+
+/// Up to 16 rows of K and V and, per head, their softmax weights and the accumulator's
+/// rescale factor: what the V pass of one block needs.
+template <class T, std::size_t HMAX>
+struct block16 {
+  const T* krows[16];
+  const T* vrows[16];
+  std::size_t nb;
+  alignas(64) float pw[HMAX][16];
+  float cf[HMAX];
+};
+
+/// The four 16-lane vectors a[0..3] reduced lane-wise with op (max or add): 128-bit lane h
+/// of the result holds op over all 16 lanes of a[h], in each of its 4 floats. A fixed tree,
+/// so the result never depends on anything but the values.
+template <class Op>
+inline __m512 reduce4x16(const __m512* a, Op op) noexcept {
+  // 128-bit lanes of t01: a0 q0|q2, a0 q1|q3, a1 q0|q2, a1 q1|q3 (q = quarter), combined.
+  const __m512 t01 = op(_mm512_maskz_shuffle_f32x4(k16, a[0], a[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                        _mm512_maskz_shuffle_f32x4(k16, a[0], a[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 t23 = op(_mm512_maskz_shuffle_f32x4(k16, a[2], a[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                        _mm512_maskz_shuffle_f32x4(k16, a[2], a[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  __m512 u = op(_mm512_maskz_shuffle_f32x4(k16, t01, t23, _MM_SHUFFLE(2, 0, 2, 0)),
+                _mm512_maskz_shuffle_f32x4(k16, t01, t23, _MM_SHUFFLE(3, 1, 3, 1)));
+  u = op(u, _mm512_maskz_permute_ps(k16, u, _MM_SHUFFLE(1, 0, 3, 2)));
+  return op(u, _mm512_maskz_permute_ps(k16, u, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+/// Every float of 128-bit lane h of x.
+template <int H>
+inline __m512 lane_bcast(__m512 x) noexcept {
+  return _mm512_maskz_shuffle_f32x4(k16, x, x, _MM_SHUFFLE(H, H, H, H));
+}
+
+/// Logits of HC <= 4 heads (q: the first head's [D]) for the block's 16 rows (each K row
+/// widened once for the HC heads; the 16 x HC partial dot products reduced with reduce16,
+/// so one vector holds 16 logits of a head), then the online-softmax update of the HC heads,
+/// vectorised across them: m[0..HC), z[0..HC), and pw[0..HC)[16], cf[0..HC).
+/// Rows j >= nb are read from krows[j] (any valid row) and masked out of the softmax.
+template <std::size_t D, class T, std::size_t HC>
+inline void qk_softmax4(const float* q, float* m, float* z, float scale,
+                        const T* const* krows, std::size_t nb, float (*pw)[16],
+                        float* cf) noexcept {
+  constexpr std::size_t NV = D / 16;
+  alignas(64) __m512 part[HC][16];
+  for (std::size_t j = 0; j < 16; ++j) {
+    const T* kr = krows[j];
+    __m512 kv[NV];
+    for (std::size_t c = 0; c < NV; ++c) kv[c] = widen16(kr + 16 * c);
+    for (std::size_t h = 0; h < HC; ++h) {
+      const float* qh = q + h * D;
+      __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qh), kv[0]);
+      __m512 a1 = NV > 1 ? _mm512_mul_ps(_mm512_loadu_ps(qh + 16), kv[1]) : _mm512_setzero_ps();
+      for (std::size_t c = 2; c + 1 < NV; c += 2) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), kv[c], a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c + 16), kv[c + 1], a1);
+      }
+      part[h][j] = _mm512_add_ps(a0, a1);
+    }
+  }
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __mmask16 valid = static_cast<__mmask16>((1u << nb) - 1u);
+  const __m512 vscale = _mm512_set1_ps(scale);
+  __m512 lg[4];
+  for (std::size_t h = 0; h < 4; ++h)
+    lg[h] = h < HC ? _mm512_mask_mov_ps(ninf, valid, _mm512_mul_ps(reduce16(part[h]), vscale))
+                   : ninf;
+  // Running max: lane h (128-bit) of mo/mn is head h's old/new max. A head whose logits are
+  // all -inf so far keeps m = -inf; its exp arguments use 0 instead (exp(-inf) = 0 for its
+  // weights; its acc and z are 0, so the factor does not matter).
+  const auto vmax4 = [](__m512 a, __m512 b) {
+    return _mm512_maskz_max_ps(k16, a, b);
+  };
+  const auto vadd4 = [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); };
+  alignas(64) float mz[16];
+  for (std::size_t h = 0; h < 4; ++h) {
+    mz[4 * h] = h < HC ? m[h] : -std::numeric_limits<float>::infinity();
+    mz[4 * h + 1] = mz[4 * h + 2] = mz[4 * h + 3] = mz[4 * h];
+  }
+  const __m512 mo = _mm512_load_ps(mz);
+  const __m512 mn = vmax4(mo, reduce4x16(lg, vmax4));
+  const __m512 mx = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ),
+                                       _mm512_setzero_ps());
+  const __m512 c = vexp(fbatch(_mm512_sub_ps(mo, mx)));  // exactly 1 where the max holds
+  __m512 e[4];
+  e[0] = _mm512_maskz_mov_ps(valid, vexp(fbatch(_mm512_sub_ps(lg[0], lane_bcast<0>(mx)))));
+  e[1] = HC > 1 ? _mm512_maskz_mov_ps(valid, vexp(fbatch(_mm512_sub_ps(lg[1], lane_bcast<1>(mx)))))
+                : _mm512_setzero_ps();
+  e[2] = HC > 2 ? _mm512_maskz_mov_ps(valid, vexp(fbatch(_mm512_sub_ps(lg[2], lane_bcast<2>(mx)))))
+                : _mm512_setzero_ps();
+  e[3] = HC > 3 ? _mm512_maskz_mov_ps(valid, vexp(fbatch(_mm512_sub_ps(lg[3], lane_bcast<3>(mx)))))
+                : _mm512_setzero_ps();
+  for (std::size_t h = 0; h < HC; ++h) _mm512_store_ps(pw[h], e[h]);
+  for (std::size_t h = 0; h < 4; ++h) {
+    mz[4 * h] = h < HC ? z[h] : 0.0f;
+    mz[4 * h + 1] = mz[4 * h + 2] = mz[4 * h + 3] = mz[4 * h];
+  }
+  const __m512 zn = _mm512_fmadd_ps(_mm512_load_ps(mz), c, reduce4x16(e, vadd4));
+  alignas(64) float o[3][16];
+  _mm512_store_ps(o[0], mn);
+  _mm512_store_ps(o[1], zn);
+  _mm512_store_ps(o[2], c);
+  for (std::size_t h = 0; h < HC; ++h) {
+    m[h] = o[0][4 * h];
+    z[h] = o[1][4 * h];
+    cf[h] = o[2][4 * h];
+  }
+}
+
+/// qk_softmax4 over heads [h0, h0 + hn), hn <= HMAX, 4 at a time.
+template <std::size_t D, class T, std::size_t HMAX>
+inline void qk_softmax(const float* q, std::size_t h0, std::size_t hn, float scale,
+                       block16<T, HMAX>& b, const online_state& st) noexcept {
+  for (std::size_t hb = 0; hb < hn; hb += 4) {
+    const std::size_t hh = h0 + hb;
+    const float* qh = q + hh * D;
+    switch (hn - hb < 4 ? hn - hb : 4) {
+      case 1: qk_softmax4<D, T, 1>(qh, st.m + hh, st.z + hh, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
+      case 2: qk_softmax4<D, T, 2>(qh, st.m + hh, st.z + hh, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
+      case 3: qk_softmax4<D, T, 3>(qh, st.m + hh, st.z + hh, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
+      default: qk_softmax4<D, T, 4>(qh, st.m + hh, st.z + hh, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
+    }
+  }
+}
+
+/// acc_h = acc_h * cf_h + sum_j pw[h][j] * V_j for heads [h0, h0 + hn): 4 heads at a time
+/// over 4 vectors of d at a time, so a V row is widened once per block and pass, and the
+/// accumulators stay in registers for the block's rows.
+template <std::size_t D, class T, std::size_t HMAX>
+inline void v_update(std::size_t h0, std::size_t hn, const block16<T, HMAX>& b,
+                     const online_state& st) noexcept {
+  constexpr std::size_t NV = D / 16;
+  constexpr std::size_t HB = 4;
+  constexpr std::size_t DC = NV < 16 / HB ? NV : 16 / HB;
+  for (std::size_t hb = 0; hb < hn; hb += HB) {
+    float* acc = st.acc + (h0 + hb) * D;
+    switch (hn - hb < HB ? hn - hb : HB) {
+      case 1: v_pass<1, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb); break;
+      case 2: v_pass<2, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb); break;
+      case 3: v_pass<3, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb); break;
+      default: v_pass<4, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb); break;
+    }
+  }
+}
+
 /// attend_online for AVX-512 and a head dim D that is a multiple of 16 (64, 128): rows go
-/// 16 at a time. Each K row is widened once for all g heads; the 16 x g partial dot products
-/// are reduced with reduce16, so one 16-lane vector holds 16 logits of a head; the softmax
-/// update is vectorised over those 16 rows; V rows are widened once per pair of heads.
-/// Gathered rows are staged SB at a time into a contiguous block, the next SB prefetched.
+/// 16 at a time (qk_softmax, then v_update). With g <= 8 heads the blocks are software-
+/// pipelined: block b's V pass runs after block b+1's logits and softmax, so the softmax's
+/// latency chain (reductions, exp) overlaps independent work. The arithmetic of every head
+/// is the same either way (the order of a head's operations never changes).
+/// Gathered rows are prefetched PF rows ahead (their K and V lines); contiguous rows get one
+/// hint per 4 KiB about 32 KiB ahead.
 template <std::size_t D, class T, class KRows, class VRows, class Pos, class Traffic>
 void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k,
                       const VRows& v, Pos pos, std::size_t n, const online_state& st,
                       Traffic& traffic) noexcept {
-  constexpr std::size_t NV = D / 16;       // 16-lane vectors per row
-  constexpr std::size_t HMAX = 8;          // heads per pass over K (stack scratch bound)
-  constexpr std::size_t HB = NV <= 4 ? 4 : 2;  // heads per pass over V (registers)
+  constexpr std::size_t HMAX = 8;  // heads per pass over a block (stack scratch bound)
   constexpr std::size_t row_bytes = D * sizeof(T);
-  constexpr std::size_t SB = 64;  // gathered rows staged per super-block
-  constexpr float ninf = -std::numeric_limits<float>::infinity();
-  alignas(64) __m512 part[HMAX][16];
-  alignas(64) float pw[HMAX][16];
-  // Gathered rows are first copied into a contiguous, L1-resident staging block of SB rows:
-  // the copy loop has no dependencies, so many rows' cache-line misses are in flight at once
-  // (measured ~2x faster than computing on the scattered rows directly, even with prefetch).
-  alignas(64) T kst[Pos::gathered ? SB : 1][D];
-  alignas(64) T vst[Pos::gathered ? SB : 1][D];
-  const __m512 vscale = _mm512_set1_ps(scale);
-
-  for (std::size_t b0 = 0; b0 < n; b0 += 16) {
+  constexpr std::size_t PF = 32;  // gathered rows: prefetch distance in rows
+  // Contiguous rows: prefetch distance ~32 KiB (a multiple of 16 rows), one hint per 4 KiB
+  // (32 KiB measured a few % better than 8 or 16 KiB and than 64 KiB at S = 64k).
+  constexpr std::size_t CF = (32768 / row_bytes + 15) / 16 * 16;
+  constexpr std::size_t CS = 4096 / row_bytes ? 4096 / row_bytes : 1;
+  block16<T, HMAX> blk[2];
+  auto setup = [&](block16<T, HMAX>& b, std::size_t b0) {
     const std::size_t nb = n - b0 < 16 ? n - b0 : 16;
-    const T* krows[16];
-    const T* vrows[16];
-    if constexpr (Pos::gathered) {
-      if (b0 % SB == 0) {
-        const std::size_t ns = n - b0 < SB ? n - b0 : SB;
-        for (std::size_t j = 0; j < ns; ++j) {
-          const T* kr = k.row(pos(b0 + j));
-          const T* vr = v.row(pos(b0 + j));
-          traffic.read(arena::k, kr, row_bytes);
-          traffic.read(arena::v, vr, row_bytes);
-          const char* ks = reinterpret_cast<const char*>(kr);
-          const char* vs = reinterpret_cast<const char*>(vr);
-          for (std::size_t o = 0; o < row_bytes; o += 64) {
-            _mm512_store_si512(reinterpret_cast<char*>(kst[j]) + o, _mm512_loadu_si512(ks + o));
-            _mm512_store_si512(reinterpret_cast<char*>(vst[j]) + o, _mm512_loadu_si512(vs + o));
-          }
+    b.nb = nb;
+    for (std::size_t j = 0; j < nb; ++j) {
+      b.krows[j] = k.row(pos(b0 + j));
+      b.vrows[j] = v.row(pos(b0 + j));
+      traffic.read(arena::k, b.krows[j], row_bytes);
+      traffic.read(arena::v, b.vrows[j], row_bytes);
+    }
+    for (std::size_t j = nb; j < 16; ++j) b.krows[j] = b.krows[0];  // masked out
+    if constexpr (!Pos::gathered) {
+      // Contiguous rows: touch one line per 4 KiB of K and of V, CF rows ahead. The hardware
+      // prefetcher stops at page boundaries and this loop keeps too few loads in flight to
+      // restart it early; the hint (and its TLB walk) does (measured at S = 64k, 2 threads:
+      // ~53% -> ~73% of the read roof).
+      if (b0 + CF + 16 <= n)
+        for (std::size_t j = 0; j < 16; j += CS) {
+          prefetch(k.row(pos(b0 + CF + j)));
+          prefetch(v.row(pos(b0 + CF + j)));
         }
-        // Ask for the next super-block while this one is computed.
-        const std::size_t p1 = b0 + 2 * SB < n ? b0 + 2 * SB : n;
-        for (std::size_t j = b0 + SB; j < p1; ++j) {
-          const char* kr = reinterpret_cast<const char*>(k.row(pos(j)));
-          const char* vr = reinterpret_cast<const char*>(v.row(pos(j)));
-          for (std::size_t o = 0; o < row_bytes; o += 64) {
-            prefetch(kr + o);
-            prefetch(vr + o);
-          }
-        }
-      }
-      for (std::size_t j = 0; j < nb; ++j) {
-        krows[j] = kst[b0 % SB + j];
-        vrows[j] = vst[b0 % SB + j];
-      }
     } else {
-      for (std::size_t j = 0; j < nb; ++j) {
-        krows[j] = k.row(pos(b0 + j));
-        vrows[j] = v.row(pos(b0 + j));
-        traffic.read(arena::k, krows[j], row_bytes);
-        traffic.read(arena::v, vrows[j], row_bytes);
+      const std::size_t p1 = b0 + PF + 16 < n ? b0 + PF + 16 : n;
+      for (std::size_t j = b0 + PF; j < p1; ++j) {
+        const char* kr = reinterpret_cast<const char*>(k.row(pos(j)));
+        const char* vr = reinterpret_cast<const char*>(v.row(pos(j)));
+        for (std::size_t o = 0; o < row_bytes; o += 64) {
+          prefetch(kr + o);
+          prefetch(vr + o);
+        }
       }
     }
-    const __mmask16 valid = static_cast<__mmask16>((1u << nb) - 1u);
-
+  };
+  if (Pos::gathered) {  // the first PF rows
+    const std::size_t p1 = PF < n ? PF : n;
+    for (std::size_t j = 0; j < p1; ++j) {
+      const char* kr = reinterpret_cast<const char*>(k.row(pos(j)));
+      const char* vr = reinterpret_cast<const char*>(v.row(pos(j)));
+      for (std::size_t o = 0; o < row_bytes; o += 64) {
+        prefetch(kr + o);
+        prefetch(vr + o);
+      }
+    }
+  }
+  if (g <= HMAX) {
+    std::size_t cur = 0;
+    bool pending = false;
+    for (std::size_t b0 = 0; b0 < n; b0 += 16) {
+      setup(blk[cur], b0);
+      qk_softmax<D, T, HMAX>(q, 0, g, scale, blk[cur], st);
+      if (pending) v_update<D, T, HMAX>(0, g, blk[cur ^ 1], st);
+      pending = true;
+      cur ^= 1;
+    }
+    if (pending) v_update<D, T, HMAX>(0, g, blk[cur ^ 1], st);
+    return;
+  }
+  for (std::size_t b0 = 0; b0 < n; b0 += 16) {
+    setup(blk[0], b0);
     for (std::size_t h0 = 0; h0 < g; h0 += HMAX) {
       const std::size_t hn = g - h0 < HMAX ? g - h0 : HMAX;
-      // Partial dot products: part[h][j] = lanes of q_h * K_j.
-      for (std::size_t j = 0; j < 16; ++j) {
-        if (j >= nb) {
-          for (std::size_t h = 0; h < hn; ++h) part[h][j] = _mm512_setzero_ps();
-          continue;
-        }
-        const T* kr = krows[j];
-        __m512 kv[NV];
-        for (std::size_t c = 0; c < NV; ++c) kv[c] = widen16(kr + 16 * c);
-        for (std::size_t h = 0; h < hn; ++h) {
-          const float* qh = q + (h0 + h) * D;
-          __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qh), kv[0]);
-          __m512 a1 = NV > 1 ? _mm512_mul_ps(_mm512_loadu_ps(qh + 16), kv[1]) : _mm512_setzero_ps();
-          for (std::size_t c = 2; c + 1 < NV; c += 2) {
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), kv[c], a0);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c + 16), kv[c + 1], a1);
-          }
-          part[h][j] = _mm512_add_ps(a0, a1);
-        }
-      }
-      // Online softmax over these 16 rows, per head.
-      for (std::size_t h = 0; h < hn; ++h) {
-        const std::size_t hh = h0 + h;
-        const __m512 logit = _mm512_mask_mov_ps(_mm512_set1_ps(ninf), valid,
-                                                _mm512_mul_ps(reduce16(part[h]), vscale));
-        const float bm = _mm512_reduce_max_ps(logit);
-        const float mn = bm > st.m[hh] ? bm : st.m[hh];
-        if (mn == ninf) {
-          _mm512_store_ps(pw[h], _mm512_setzero_ps());
-          continue;
-        }
-        if (mn != st.m[hh]) {
-          const float c = std::exp(st.m[hh] - mn);
-          st.z[hh] *= c;
-          float* a = st.acc + hh * D;
-          const __m512 cv = _mm512_set1_ps(c);
-          for (std::size_t i = 0; i < NV; ++i)
-            _mm512_storeu_ps(a + 16 * i, _mm512_mul_ps(_mm512_loadu_ps(a + 16 * i), cv));
-          st.m[hh] = mn;
-        }
-        const __m512 e = _mm512_maskz_mov_ps(
-            valid, vexp(fbatch(_mm512_sub_ps(logit, _mm512_set1_ps(mn)))));
-        _mm512_store_ps(pw[h], e);
-        st.z[hh] += _mm512_reduce_add_ps(e);
-      }
-      // acc_h += sum_j pw[h][j] * V_j, HB heads per pass (accumulators stay in registers).
-      for (std::size_t hb = 0; hb < hn; hb += HB) {
-        const std::size_t hc = hn - hb < HB ? hn - hb : HB;
-        __m512 acc[HB][NV];
-        for (std::size_t h = 0; h < HB; ++h)
-          for (std::size_t i = 0; i < NV; ++i)
-            acc[h][i] = h < hc ? _mm512_loadu_ps(st.acc + (h0 + hb + h) * D + 16 * i)
-                               : _mm512_setzero_ps();
-        for (std::size_t j = 0; j < nb; ++j) {
-          const T* vr = vrows[j];
-          __m512 vv[NV];
-          for (std::size_t i = 0; i < NV; ++i) vv[i] = widen16(vr + 16 * i);
-          for (std::size_t h = 0; h < HB; ++h) {
-            if (h >= hc) break;
-            const __m512 w = _mm512_set1_ps(pw[hb + h][j]);
-            for (std::size_t i = 0; i < NV; ++i) acc[h][i] = _mm512_fmadd_ps(w, vv[i], acc[h][i]);
-          }
-        }
-        for (std::size_t h = 0; h < hc; ++h)
-          for (std::size_t i = 0; i < NV; ++i)
-            _mm512_storeu_ps(st.acc + (h0 + hb + h) * D + 16 * i, acc[h][i]);
-      }
+      qk_softmax<D, T, HMAX>(q, h0, hn, scale, blk[0], st);
+      v_update<D, T, HMAX>(h0, hn, blk[0], st);
     }
   }
 }

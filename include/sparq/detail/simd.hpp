@@ -37,6 +37,13 @@ using arch = xsimd::default_arch;
 using fbatch = xsimd::batch<float, arch>;
 inline constexpr std::size_t lanes = fbatch::size;
 
+#if defined(__AVX512F__)
+/// All 16 lanes. AVX-512 code here uses the zero-masking (maskz) form of an intrinsic with
+/// this mask wherever the plain form passes _mm512_undefined_*(): GCC 12 flags those as
+/// uninitialized once inlined deep enough (GCC bug 105593); the instruction is the same.
+inline constexpr __mmask16 k16 = static_cast<__mmask16>(0xffff);
+#endif
+
 /// Loads `lanes` consecutive elements of storage type T, widened to fp32.
 inline fbatch load_widen(const float* p) noexcept { return fbatch::load_unaligned(p); }
 
@@ -46,7 +53,8 @@ inline fbatch load_widen(const bf16* p) noexcept {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   static_assert(lanes == 16, "AVX-512 build expects 16 fp32 lanes");
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return fbatch(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+  return fbatch(_mm512_castsi512_ps(
+      _mm512_maskz_slli_epi32(k16, _mm512_maskz_cvtepu16_epi32(k16, h), 16)));
 #elif defined(__AVX2__)
   static_assert(lanes == 8, "AVX2 build expects 8 fp32 lanes");
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -64,7 +72,7 @@ inline fbatch load_widen(const bf16* p) noexcept {
 
 inline fbatch load_widen(const f16* p) noexcept {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-  return fbatch(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+  return fbatch(_mm512_maskz_cvtph_ps(k16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
 #elif defined(__AVX2__) && defined(__F16C__)
   return fbatch(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 #elif defined(__aarch64__)
@@ -84,7 +92,7 @@ inline fbatch load_widen(const f16* p) noexcept {
 /// _mm512_undefined_ps() and trips -Wuninitialized once inlined, GCC bug 105593.)
 inline fbatch vmax(const fbatch& a, const fbatch& b) noexcept {
 #if defined(__AVX512F__)
-  return fbatch(_mm512_maskz_max_ps(static_cast<__mmask16>(0xffff), a, b));
+  return fbatch(_mm512_maskz_max_ps(k16, a, b));
 #else
   return xsimd::max(a, b);
 #endif
@@ -100,8 +108,9 @@ inline fbatch vexp(const fbatch& xin) noexcept {
   const __m512 x = _mm512_maskz_max_ps(static_cast<__mmask16>(0xffff), _mm512_set1_ps(-104.0f),
                                        _mm512_maskz_min_ps(static_cast<__mmask16>(0xffff), xin,
                                                            _mm512_set1_ps(88.7f)));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 n = _mm512_maskz_roundscale_ps(
+      k16, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
   __m512 p = _mm512_set1_ps(1.9875691500e-4f);
