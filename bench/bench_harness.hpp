@@ -81,55 +81,72 @@ inline std::string cpu_model() {
   return "unknown";
 }
 
-// STREAM-like read roof: sum a large float array on nth threads; GB/s (1e9 bytes/s).
-inline double measure_roof(sparq::thread_pool& pool, std::size_t nth, std::size_t bytes, int runs,
-                    double& roof_cpu) {
-  const std::size_t n = bytes / sizeof(float);
-  std::unique_ptr<float[]> a(new float[n]);
-  // First touch on the threads that will read (harmless on one NUMA node).
-  pool.run(nth, [&](std::size_t ith) {
-    const std::size_t i0 = ith * n / nth, i1 = (ith + 1) * n / nth;
-    for (std::size_t i = i0; i < i1; ++i) a[i] = static_cast<float>(i & 7);
-  });
-  std::vector<double> sums(nth * 16), cpu(nth * 16);
-  std::vector<double> gbps, gbps_cpu;
-  for (int r = 0; r < runs; ++r) {
-    const auto t0 = clock_type::now();
-    pool.run(nth, [&](std::size_t ith) {
-      const double c0 = thread_cpu_us();
-      const std::size_t i0 = (ith * n / nth) & ~std::size_t{63};
-      const std::size_t i1 = ith + 1 == nth ? n : ((ith + 1) * n / nth) & ~std::size_t{63};
-#if SPARQ_SIMD
-      using sparq::detail::fbatch;
-      constexpr std::size_t L = sparq::detail::lanes;
-      fbatch s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
-      std::size_t i = i0;
-      for (; i + 4 * L <= i1; i += 4 * L) {
-        s0 += fbatch::load_unaligned(&a[i]);
-        s1 += fbatch::load_unaligned(&a[i + L]);
-        s2 += fbatch::load_unaligned(&a[i + 2 * L]);
-        s3 += fbatch::load_unaligned(&a[i + 3 * L]);
-      }
-      double s = sparq::detail::hsum((s0 + s1) + (s2 + s3));
-      for (; i < i1; ++i) s += a[i];
-#else
-      double s = 0;
-      for (std::size_t i = i0; i < i1; ++i) s += a[i];
-#endif
-      sums[ith * 16] = s;
-      cpu[ith * 16] = thread_cpu_us() - c0;
+/// The STREAM-like read roof: nth threads of `pool` sum a float array of `bytes` (allocated
+/// and first-touched once, by the threads that read it). measure() returns the median GB/s
+/// (1e9 B/s) of `runs` sums by wall clock, and by the busiest thread's CPU time in cpu_gbps.
+/// Memory bandwidth on a shared host drifts, so benchmarks sample it next to each case.
+class roof_meter {
+ public:
+  roof_meter(sparq::thread_pool& pool, std::size_t nth, std::size_t bytes)
+      : pool_(pool), nth_(nth), n_(bytes / sizeof(float)), a_(new float[n_]) {
+    pool_.run(nth_, [&](std::size_t ith) {
+      const std::size_t i0 = ith * n_ / nth_, i1 = (ith + 1) * n_ / nth_;
+      for (std::size_t i = i0; i < i1; ++i) a_[i] = static_cast<float>(i & 7);
     });
-    const double sec = std::chrono::duration<double>(clock_type::now() - t0).count();
-    gbps.push_back(static_cast<double>(n * sizeof(float)) / sec * 1e-9);
-    double worst = 0;
-    for (std::size_t i = 0; i < nth; ++i) worst = std::max(worst, cpu[i * 16]);
-    gbps_cpu.push_back(static_cast<double>(n * sizeof(float)) / worst * 1e-3);
   }
-  volatile double sink = 0;
-  for (double s : sums) sink = sink + s;
-  roof_cpu = median(gbps_cpu);
-  return median(gbps);
-}
+  std::size_t bytes() const noexcept { return n_ * sizeof(float); }
+
+  double measure(int runs, double& cpu_gbps) {
+    std::vector<double> sums(nth_ * 16), cpu(nth_ * 16);
+    std::vector<double> gbps, gbps_cpu;
+    for (int r = 0; r < runs; ++r) {
+      const auto t0 = clock_type::now();
+      pool_.run(nth_, [&](std::size_t ith) {
+        const double c0 = thread_cpu_us();
+        sums[ith * 16] = sum_share(ith);
+        cpu[ith * 16] = thread_cpu_us() - c0;
+      });
+      const double sec = std::chrono::duration<double>(clock_type::now() - t0).count();
+      gbps.push_back(static_cast<double>(bytes()) / sec * 1e-9);
+      double worst = 0;
+      for (std::size_t i = 0; i < nth_; ++i) worst = std::max(worst, cpu[i * 16]);
+      gbps_cpu.push_back(static_cast<double>(bytes()) / worst * 1e-3);
+    }
+    volatile double sink = 0;
+    for (double x : sums) sink = sink + x;
+    cpu_gbps = median(gbps_cpu);
+    return median(gbps);
+  }
+
+ private:
+  double sum_share(std::size_t ith) const noexcept {
+    const std::size_t i0 = (ith * n_ / nth_) & ~std::size_t{63};
+    const std::size_t i1 = ith + 1 == nth_ ? n_ : ((ith + 1) * n_ / nth_) & ~std::size_t{63};
+    const float* a = a_.get();
+#if SPARQ_SIMD
+    using sparq::detail::fbatch;
+    constexpr std::size_t L = sparq::detail::lanes;
+    fbatch s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
+    std::size_t i = i0;
+    for (; i + 4 * L <= i1; i += 4 * L) {
+      s0 += fbatch::load_unaligned(a + i);
+      s1 += fbatch::load_unaligned(a + i + L);
+      s2 += fbatch::load_unaligned(a + i + 2 * L);
+      s3 += fbatch::load_unaligned(a + i + 3 * L);
+    }
+    double s = sparq::detail::hsum((s0 + s1) + (s2 + s3));
+    for (; i < i1; ++i) s += a[i];
+#else
+    double s = 0;
+    for (std::size_t i = i0; i < i1; ++i) s += a[i];
+#endif
+    return s;
+  }
+
+  sparq::thread_pool& pool_;
+  std::size_t nth_, n_;
+  std::unique_ptr<float[]> a_;
+};
 
 /// Times steps of `st` over `caches` (prepare + every phase on nth threads of `pool`),
 /// rotating to the next copy each step, after one warm-up pass over all copies; at least 5

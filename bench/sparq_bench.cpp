@@ -9,8 +9,10 @@
 // they exceed twice the last-level cache, and successive timed steps rotate over the copies,
 // so every step streams from DRAM. Times are medians over repeated steps. Bytes are what the
 // kernels report through sparq::traffic_counter in one extra untimed run (single-threaded,
-// same arithmetic), not a formula. The roof is the median of several multi-threaded sums of
-// a float array of max(1 GiB, 2 x LLC), measured in this process on the same threads.
+// same arithmetic), not a formula. The roof is a multi-threaded sum of a float array of
+// max(1 GiB, 2 x LLC) on the same threads in this process, sampled before and after every
+// round of every case (the bandwidth a shared host gives drifts); each case's fractions use
+// the median of its own samples.
 //
 // Usage: sparq-bench [--quick] [--json FILE] [--threads N]
 
@@ -44,13 +46,14 @@ struct case_result {
   double dense_cpu_us = 0, sparq_cpu_us = 0;  // critical-path thread CPU time per step
   std::size_t dense_bytes = 0, sparq_bytes = 0;
   double max_rel_diff = 0;
+  double roof = 0, roof_cpu = 0;  // GB/s, sampled next to this case's timings (median)
 };
 
 constexpr std::size_t d = 128, q_heads = 32, kv_heads = 8, g = q_heads / kv_heads, rank = 16;
 using T = sparq::f16;
 
 case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, bool quick,
-                     std::size_t rotate_bytes) {
+                     std::size_t rotate_bytes, roof_meter& meter) {
   case_result res;
   res.S = S;
   res.k = S / 16;
@@ -123,14 +126,25 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
     return time_rotating(st, pool, nth, q.data(), out, ws, caches, budget, cpu_us);
   };
   // Interleave the two methods over a few rounds so drift hits both alike.
-  std::vector<double> td, ts, cd, cs;
+  // The roof is sampled before and after each round: the bandwidth a shared host gives
+  // drifts by tens of percent over minutes, so fractions use the roof of their own case.
+  std::vector<double> td, ts, cd, cs, rw, rc;
+  auto sample_roof = [&] {
+    double c = 0;
+    rw.push_back(meter.measure(quick ? 1 : 3, c));
+    rc.push_back(c);
+  };
   for (int round = 0; round < (quick ? 1 : 3); ++round) {
     double c1 = 0, c2 = 0;
+    sample_roof();
     td.push_back(time_it(de, wsd, out_d.data(), c1));
     ts.push_back(time_it(sp, wss, out_s.data(), c2));
+    sample_roof();
     cd.push_back(c1);
     cs.push_back(c2);
   }
+  res.roof = median(rw);
+  res.roof_cpu = median(rc);
   res.dense_us = median(td);
   res.sparq_us = median(ts);
   res.dense_cpu_us = median(cd);
@@ -150,8 +164,9 @@ int main(int argc, char** argv) {
   sparq::thread_pool pool(nth);
   const std::size_t llc = llc_bytes();
   const std::size_t big = std::max<std::size_t>(std::size_t{1} << 30, 2 * llc);
+  roof_meter meter(pool, nth, big);
   double roof_cpu = 0;
-  const double roof = measure_roof(pool, nth, big, quick ? 3 : 9, roof_cpu);
+  const double roof = meter.measure(quick ? 3 : 9, roof_cpu);
 
   std::printf("sparq-bench: SparQ vs dense decode attention, batch 1, d = %zu, %zu query / %zu KV "
               "heads, f16 KV, r = %zu, k = S/16, l = k/4\n",
@@ -160,21 +175,22 @@ int main(int argc, char** argv) {
               "lanes %zu\n",
               cpu_model().c_str(), nth, llc / 1048576.0, big / 1048576.0, sparq::detail::lanes);
   std::printf("roof (in-process multi-threaded read of %.0f MiB): %.1f GB/s wall-clock "
-              "(%.1f GB/s by thread CPU time)\n\n",
+              "(%.1f GB/s by thread CPU time) at start;\nre-sampled before and after every "
+              "round of each case: roof_GBs is that case's median, d_roof/s_roof use it\n\n",
               big / 1048576.0, roof, roof_cpu);
-  std::printf("%7s %6s %5s | %10s %10s %7s | %9s %9s | %8s %8s | %6s %6s\n", "S", "k", "l",
+  std::printf("%7s %6s %5s | %10s %10s %7s | %9s %9s | %8s %8s %8s | %6s %6s\n", "S", "k", "l",
               "dense_us", "sparq_us", "speedup", "dense_MB", "sparq_MB", "dense_GBs",
-              "sparq_GBs", "d_roof", "s_roof");
+              "sparq_GBs", "roof_GBs", "d_roof", "s_roof");
 
   std::vector<case_result> results;
   for (std::size_t S : {std::size_t{4096}, std::size_t{16384}, std::size_t{65536}}) {
-    const case_result r = run_case(S, pool, nth, quick, big);
+    const case_result r = run_case(S, pool, nth, quick, big, meter);
     const double dg = r.dense_bytes / r.dense_us * 1e-3, sg = r.sparq_bytes / r.sparq_us * 1e-3;
-    std::printf("%7zu %6zu %5zu | %10.1f %10.1f %6.2fx | %9.2f %9.2f | %8.1f %8.1f | %5.0f%% "
-                "%5.0f%%\n",
+    std::printf("%7zu %6zu %5zu | %10.1f %10.1f %6.2fx | %9.2f %9.2f | %8.1f %8.1f %8.1f | "
+                "%5.0f%% %5.0f%%\n",
                 r.S, r.k, r.l, r.dense_us, r.sparq_us, r.dense_us / r.sparq_us,
-                r.dense_bytes / 1e6, r.sparq_bytes / 1e6, dg, sg, 100 * dg / roof,
-                100 * sg / roof);
+                r.dense_bytes / 1e6, r.sparq_bytes / 1e6, dg, sg, r.roof, 100 * dg / r.roof,
+                100 * sg / r.roof);
     std::fflush(stdout);
     results.push_back(r);
   }
@@ -190,7 +206,7 @@ int main(int argc, char** argv) {
     const double sg = r.sparq_bytes / r.sparq_cpu_us * 1e-3;
     std::printf("%7zu | %10.1f %10.1f %6.2fx | %8.1f %8.1f | %5.0f%% %5.0f%%\n", r.S,
                 r.dense_cpu_us, r.sparq_cpu_us, r.dense_cpu_us / r.sparq_cpu_us, dg, sg,
-                100 * dg / roof_cpu, 100 * sg / roof_cpu);
+                100 * dg / r.roof_cpu, 100 * sg / r.roof_cpu);
   }
   std::printf("\nSparQ vs dense output (synthetic keys, peaked queries), relative L2 difference:");
   for (const auto& r : results) std::printf(" S=%zu: %.3f", r.S, r.max_rel_diff);
@@ -214,11 +230,11 @@ int main(int argc, char** argv) {
                    "%zu, \"kv_heads\": %zu, \"rank\": %zu, \"top_k\": %zu, \"local\": %zu, "
                    "\"dense_us\": %.3f, \"sparq_us\": %.3f, \"speedup\": %.4f, \"dense_bytes\": "
                    "%zu, \"sparq_bytes\": %zu, \"dense_gbps\": %.3f, \"sparq_gbps\": %.3f, "
-                   "\"dense_roof_fraction\": %.4f, \"sparq_roof_fraction\": %.4f, \"dense_cpu_us\": "
-                   "%.3f, \"sparq_cpu_us\": %.3f}",
+                   "\"case_roof_gbps\": %.3f, \"dense_roof_fraction\": %.4f, \"sparq_roof_fraction\": "
+                   "%.4f, \"dense_cpu_us\": %.3f, \"sparq_cpu_us\": %.3f}",
                    i ? "," : "", r.S, d, q_heads, kv_heads, rank, r.k, r.l, r.dense_us,
                    r.sparq_us, r.dense_us / r.sparq_us, r.dense_bytes, r.sparq_bytes, dg, sg,
-                   dg / roof, sg / roof, r.dense_cpu_us, r.sparq_cpu_us);
+                   r.roof, dg / r.roof, sg / r.roof, r.dense_cpu_us, r.sparq_cpu_us);
     }
     std::fprintf(f, "\n]}\n");
     std::fclose(f);
