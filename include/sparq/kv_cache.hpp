@@ -31,6 +31,31 @@
 
 namespace sparq {
 
+namespace detail {
+/// What appending one token stores for one KV head, in every cache kind: the K and V rows
+/// (rounded to T), the K values again as one Kt column (element i at kt[i * kt_stride];
+/// skipped when kt is null), and the running mean += (v - mean) / count in fp32 over the
+/// values as stored (count = the sequence length after this token).
+template <class T, class Traffic>
+void store_token(const float* k, const float* v, std::size_t d, T* krow, T* vrow, T* kt,
+                 std::size_t kt_stride, float* mean, float count, Traffic& traffic) {
+  for (std::size_t i = 0; i < d; ++i) {
+    krow[i] = from_float<T>(k[i]);
+    vrow[i] = from_float<T>(v[i]);
+    mean[i] += (to_float(vrow[i]) - mean[i]) / count;
+  }
+  traffic.write(arena::k, krow, d * sizeof(T));
+  traffic.write(arena::v, vrow, d * sizeof(T));
+  traffic.read(arena::v_mean, mean, d * sizeof(float));
+  traffic.write(arena::v_mean, mean, d * sizeof(float));
+  if (kt == nullptr) return;
+  for (std::size_t i = 0; i < d; ++i) {
+    kt[i * kt_stride] = krow[i];
+    traffic.write(arena::kt, kt + i * kt_stride, sizeof(T));
+  }
+}
+}  // namespace detail
+
 template <class T, class Alloc = std::allocator<T>>
 class kv_cache {
   static_assert(is_storage_type_v<T>, "kv_cache<T>: T must be float, sparq::f16 or sparq::bf16");
@@ -92,25 +117,10 @@ class kv_cache {
       for (std::size_t h = 0; h < heads_; ++h) {
         const float* kh = k + (t * heads_ + h) * d_;
         const float* vh = v + (t * heads_ + h) * d_;
-        T* krow = k_.data() + row_offset(seq, h, s);
-        T* vrow = v_.data() + row_offset(seq, h, s);
-        float* mean = v_mean_.data() + (seq * heads_ + h) * d_;
-        for (std::size_t i = 0; i < d_; ++i) {
-          krow[i] = from_float<T>(kh[i]);
-          vrow[i] = from_float<T>(vh[i]);
-          mean[i] += (to_float(vrow[i]) - mean[i]) / count;
-        }
-        traffic.write(arena::k, krow, d_ * sizeof(T));
-        traffic.write(arena::v, vrow, d_ * sizeof(T));
-        traffic.read(arena::v_mean, mean, d_ * sizeof(float));
-        traffic.write(arena::v_mean, mean, d_ * sizeof(float));
-        if (keep_kt_) {
-          T* kt = kt_.data() + (seq * heads_ + h) * d_ * cap_ + s;
-          for (std::size_t i = 0; i < d_; ++i) {
-            kt[i * cap_] = krow[i];
-            traffic.write(arena::kt, kt + i * cap_, sizeof(T));
-          }
-        }
+        T* kt = keep_kt_ ? kt_.data() + (seq * heads_ + h) * d_ * cap_ + s : nullptr;
+        detail::store_token(kh, vh, d_, k_.data() + row_offset(seq, h, s),
+                            v_.data() + row_offset(seq, h, s), kt, cap_,
+                            v_mean_.data() + (seq * heads_ + h) * d_, count, traffic);
       }
       ++len_[seq];
     }

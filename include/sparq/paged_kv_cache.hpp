@@ -24,6 +24,7 @@
 #include "counting_allocator.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
+#include "kv_cache.hpp"
 #include "paged_view.hpp"
 #include "traffic.hpp"
 
@@ -110,25 +111,9 @@ class paged_kv_cache {
         const float* kh = k + (t * heads_ + h) * d_;
         const float* vh = v + (t * heads_ + h) * d_;
         const std::size_t base = (page * heads_ + h) * P_ * d_;
-        T* krow = k_.data() + base + slot * d_;
-        T* vrow = v_.data() + base + slot * d_;
-        float* mean = v_mean_.data() + (seq * heads_ + h) * d_;
-        for (std::size_t i = 0; i < d_; ++i) {
-          krow[i] = from_float<T>(kh[i]);
-          vrow[i] = from_float<T>(vh[i]);
-          mean[i] += (to_float(vrow[i]) - mean[i]) / count;
-        }
-        traffic.write(arena::k, krow, d_ * sizeof(T));
-        traffic.write(arena::v, vrow, d_ * sizeof(T));
-        traffic.read(arena::v_mean, mean, d_ * sizeof(float));
-        traffic.write(arena::v_mean, mean, d_ * sizeof(float));
-        if (keep_kt_) {
-          T* kt = kt_.data() + base + slot;  // Kt page [d][P] of this head
-          for (std::size_t i = 0; i < d_; ++i) {
-            kt[i * P_] = krow[i];
-            traffic.write(arena::kt, kt + i * P_, sizeof(T));
-          }
-        }
+        T* kt = keep_kt_ ? kt_.data() + base + slot : nullptr;  // Kt page [d][P] of this head
+        detail::store_token(kh, vh, d_, k_.data() + base + slot * d_, v_.data() + base + slot * d_,
+                            kt, P_, v_mean_.data() + (seq * heads_ + h) * d_, count, traffic);
       }
       ++len_[seq];
     }
