@@ -106,8 +106,9 @@ void run(FuzzedDataProvider& fdp) {
     const unsigned bits = fdp.ConsumeIntegralInRange<unsigned>(0, 4);
     const std::size_t P = std::size_t{1} << bits, np = (S + P - 1) / P;
     std::vector<std::int32_t> pages(np);
-    for (std::size_t p = 0; p < np; ++p) pages[p] = static_cast<std::int32_t>((p * 7 + 3) % np);
-    if (np > 1 && pages[0] == 0) std::swap(pages[0], pages[1]);
+    // A permutation of the pool (reversed, then rotated): no two pages share a pool slot.
+    for (std::size_t p = 0; p < np; ++p)
+      pages[p] = static_cast<std::int32_t>((np - 1 - p + np / 3) % np);
     std::vector<T> pk(np * P * d), pv(np * P * d), pkt(np * d * P);
     for (std::size_t s = 0; s < S; ++s) {
       const std::size_t pg = static_cast<std::size_t>(pages[s / P]), slot = s % P;
