@@ -58,12 +58,14 @@ inline void scaled_query_components(const float* q, std::size_t g, std::size_t d
 namespace detail {
 
 /// logits for heads [h0, h0+HB) at positions [s, s + NC*lanes) (or one scalar position when
-/// SIMD is off). Kt rows are read once per chunk for all HB heads.
+/// SIMD is off). Kt rows are read once per chunk for all HB heads. mv[h]: head h's running
+/// lane-wise max (reduced to one float once per range, not per call).
 template <std::size_t HB, std::size_t NC, class T>
 inline void approx_chunk(const float* qs, std::size_t r, cols_view<const T> kt,
                          const std::uint32_t* i1, std::size_t s, float* e, std::size_t ld,
-                         float* mx) noexcept {
+                         [[maybe_unused]] void* mvp) noexcept {
 #if SPARQ_SIMD
+  fbatch* mv = static_cast<fbatch*>(mvp);
   fbatch acc[HB][NC];
   for (std::size_t h = 0; h < HB; ++h)
     for (std::size_t c = 0; c < NC; ++c) acc[h][c] = fbatch(0.0f);
@@ -81,15 +83,15 @@ inline void approx_chunk(const float* qs, std::size_t r, cols_view<const T> kt,
     }
   }
   for (std::size_t h = 0; h < HB; ++h) {
-    fbatch m = fbatch(mx[h]);
+    fbatch m = mv[h];
     for (std::size_t c = 0; c < NC; ++c) {
       acc[h][c].store_unaligned(e + h * ld + s + c * lanes);
       m = vmax(m, acc[h][c]);
     }
-    mx[h] = hmax(m);
+    mv[h] = m;
   }
 #else
-  (void)qs, (void)r, (void)kt, (void)i1, (void)s, (void)e, (void)ld, (void)mx;
+  (void)qs, (void)r, (void)kt, (void)i1, (void)s, (void)e, (void)ld;
 #endif
 }
 
@@ -135,15 +137,63 @@ inline void approx_tail_vec(const float* qs, std::size_t r, cols_view<const T> k
 template <std::size_t NC, class T>
 inline void approx_chunk_heads(const float* qs, std::size_t g, std::size_t r,
                                cols_view<const T> kt, const std::uint32_t* i1, std::size_t s,
-                               float* e, std::size_t ld, float* mx) noexcept {
+                               float* e, std::size_t ld, [[maybe_unused]] void* mvp) noexcept {
+#if SPARQ_SIMD
+  fbatch* mv = static_cast<fbatch*>(mvp);
   std::size_t h = 0;
-  for (; h + 4 <= g; h += 4) approx_chunk<4, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h);
+  for (; h + 4 <= g; h += 4) approx_chunk<4, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mv + h);
   switch (g - h) {
-    case 3: approx_chunk<3, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h); break;
-    case 2: approx_chunk<2, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h); break;
-    case 1: approx_chunk<1, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h); break;
+    case 3: approx_chunk<3, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mv + h); break;
+    case 2: approx_chunk<2, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mv + h); break;
+    case 1: approx_chunk<1, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mv + h); break;
     default: break;
   }
+#else
+  (void)qs, (void)g, (void)r, (void)kt, (void)i1, (void)s, (void)e, (void)ld;
+#endif
+}
+
+/// Heads whose running maxima a logits pass keeps as vectors; a larger group is done in
+/// passes of this many heads (each pass streams the r Kt rows again).
+inline constexpr std::size_t logits_heads_per_pass = 32;
+
+/// The logits of g heads at positions [s0, s1) into e, folding them into mx[h]. A position's
+/// logit is the same arithmetic whatever range holds it. The running maxima stay vectors
+/// until the end of the range (one horizontal max per head per call: reducing them every
+/// step through memory made the loop latency-bound, about 2x slower at S = 64k).
+template <class T>
+void logits_range(const float* qs, std::size_t g, std::size_t r, cols_view<const T> kt,
+                  const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
+                  std::size_t ld, float* mx) noexcept {
+#if SPARQ_SIMD
+  // 32 registers (AVX-512): 4 vectors per Kt row per step, so each row is read two lines
+  // at a time (measured ~15% faster than one line at S = 64k); 16 registers: 2 vectors.
+  constexpr std::size_t wide = lanes == 16 ? 4 : 2;
+  constexpr std::size_t HP = logits_heads_per_pass;
+  fbatch mv[HP];
+  for (std::size_t h0 = 0; h0 < g; h0 += HP) {
+    const std::size_t hn = g - h0 < HP ? g - h0 : HP;
+    const float* q = qs + h0 * r;
+    float* eh = e + h0 * ld;
+    for (std::size_t h = 0; h < hn; ++h) mv[h] = fbatch(mx[h0 + h]);
+    std::size_t s = s0;
+    for (; s + wide * lanes <= s1; s += wide * lanes)
+      approx_chunk_heads<wide>(q, hn, r, kt, i1, s, eh, ld, mv);
+    for (; s + 2 * lanes <= s1; s += 2 * lanes) approx_chunk_heads<2>(q, hn, r, kt, i1, s, eh, ld, mv);
+    for (; s + lanes <= s1; s += lanes) approx_chunk_heads<1>(q, hn, r, kt, i1, s, eh, ld, mv);
+    for (std::size_t h = 0; h < hn; ++h) mx[h0 + h] = hmax(mv[h]);
+    if (s < s1) {
+      std::size_t h = 0;
+      for (; h + 4 <= hn; h += 4)
+        approx_tail_vec<4>(q + h * r, r, kt, i1, s, s1 - s, eh + h * ld, ld, mx + h0 + h);
+      for (; h < hn; ++h)
+        approx_tail_vec<1>(q + h * r, r, kt, i1, s, s1 - s, eh + h * ld, ld, mx + h0 + h);
+    }
+  }
+#else
+  for (std::size_t s = s0; s < s1; ++s)
+    for (std::size_t h = 0; h < g; ++h) approx_tail<1>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h);
+#endif
 }
 
 /// sel[s] = sum_h e[h*ld + s] * f[h] for s in [s0, s1) (f[h]: that chunk's factor
@@ -197,29 +247,7 @@ void approximate_logits(const float* qs, std::size_t g, std::size_t r, cols_view
   if constexpr (Traffic::enabled)
     for (std::size_t j = 0; j < r; ++j)
       traffic.read(arena::kt, kt.dim_row(i1[j]) + s0, (s1 - s0) * sizeof(T));
-  std::size_t s = s0;
-#if SPARQ_SIMD
-  using detail::lanes;
-  // 32 registers (AVX-512): 4 vectors per Kt row per step, so each row is read two lines
-  // at a time (measured ~15% faster than one line at S = 64k); 16 registers: 2 vectors.
-  constexpr std::size_t wide = detail::lanes == 16 ? 4 : 2;
-  for (; s + wide * detail::lanes <= s1; s += wide * lanes)
-    detail::approx_chunk_heads<wide>(qs, g, r, kt, i1, s, e, ld, mx);
-  for (; s + 2 * detail::lanes <= s1; s += 2 * lanes)
-    detail::approx_chunk_heads<2>(qs, g, r, kt, i1, s, e, ld, mx);
-  for (; s + lanes <= s1; s += lanes) detail::approx_chunk_heads<1>(qs, g, r, kt, i1, s, e, ld, mx);
-  if (s < s1) {
-    std::size_t h = 0;
-    for (; h + 4 <= g; h += 4)
-      detail::approx_tail_vec<4>(qs + h * r, r, kt, i1, s, s1 - s, e + h * ld, ld, mx + h);
-    for (; h < g; ++h)
-      detail::approx_tail_vec<1>(qs + h * r, r, kt, i1, s, s1 - s, e + h * ld, ld, mx + h);
-  }
-#else
-  for (; s < s1; ++s)
-    for (std::size_t h = 0; h < g; ++h)
-      detail::approx_tail<1>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h);
-#endif
+  detail::logits_range(qs, g, r, kt, i1, s0, s1, e, ld, mx);
 }
 
 /// Step 2 (softmax part): e[h][0..S) <- exp(e - mx[h]); z[h] = sum; sel[s] = sum_h e[h][s]/z[h].
