@@ -4,8 +4,8 @@
 // Shape as sparq-bench: d = 128, 32 query / 8 KV heads (g = 4), batch 1, r = 16, k = S/16,
 // l = k/4. The per-item pipeline mirrors batch_step::whole_item (include/sparq/parallel.hpp):
 // prologue, stage-1 chunks of 4096 positions (approximate_logits + exp_shift_sum), reduce1,
-// sel_histogram chunks, bucket, collect, finalize, gathered attention in blocks of 512, the
-// log-sum-exp merge; dense runs attend_online over chunks of 4096. Each thread runs whole
+// sel values, the block-max threshold, collect, keep_best (select_whole), gathered attention
+// in blocks of 512, the log-sum-exp merge; dense runs attend_online over chunks of 4096. Each thread runs whole
 // items (items / threads each), as batch_step does with items >= threads.
 //
 // K, Kt, V live in plain arrays (no kv_cache append), copied until they exceed --rotate MiB,
@@ -90,8 +90,8 @@ struct spin_barrier {
 
 enum ph { P_PRO, P_S1, P_RED, P_SEL, P_BUCK, P_COLL, P_FIN, P_ATT, P_MERGE, P_DENSE,
           P_DMERGE, R_STREAM_KV, R_STREAM_KT, R_GATHER, NPH };
-const char* ph_name[NPH] = {"prologue", "stage1", "reduce1", "sel_hist", "bucket", "collect",
-                            "finalize", "attend", "merge", "dense", "dmerge",
+const char* ph_name[NPH] = {"prologue", "stage1", "reduce1", "sel", "threshold", "collect",
+                            "keep_best", "attend", "merge", "dense", "dmerge",
                             "roof:KV", "roof:Kt", "roof:gather"};
 
 template <class T>
@@ -225,38 +225,20 @@ struct harness {
       for (std::size_t ci = 0; ci < nc; ++ci) sl.cf[ci * g + h] = std::exp(sl.cm[ci * g + h] - m) / z;
     }
     t1 = now_us(); t[P_RED] += t1 - t0; t0 = t1;
-    const std::size_t rest = S - l;
-    for (std::size_t ci = 0; ci < nc; ++ci) {
-      const std::size_t s0 = ci * CH, s1 = std::min(S, s0 + CH);
-      detail::sel_histogram(sl.e.data(), g, ld, sl.cf.data() + ci * g, s0, s1, rest, sl.sel.data(),
-                            sl.hist.data() + ci * detail::topk_buckets);
-    }
-    t1 = now_us(); t[P_SEL] += t1 - t0; t0 = t1;
-    const std::size_t want = k - l;
-    std::size_t above = 0, b = detail::topk_buckets;
-    while (b-- > 0) {
-      std::size_t cnt = 0;
-      for (std::size_t ci = 0; ci < nc; ++ci) cnt += sl.hist[ci * detail::topk_buckets + b];
-      if (above + cnt >= want) break;
-      above += cnt;
-    }
-    sl.info[0] = b;
-    sl.info[1] = want - above;
-    t1 = now_us(); t[P_BUCK] += t1 - t0; t0 = t1;
+    // Selection as batch_step::select_whole: sel values, the block-max threshold, collect,
+    // keep the best (the exact prefilter; batch_step falls back to histograms when k is large).
+    const std::size_t rest = S - l, want = k - l;
     for (std::size_t ci = 0; ci < nc; ++ci) {
       const std::size_t s0 = ci * CH, s1 = std::min(rest, s0 + CH);
-      sl.cnt[ci] = s0 >= s1 ? 0 : static_cast<std::uint32_t>(detail::collect_at_or_above(
-          sl.sel.data(), s0, s1, static_cast<std::uint32_t>(b), sl.cpos.data() + s0));
+      if (s0 < s1) detail::sel_values(sl.e.data(), g, ld, sl.cf.data() + ci * g, s0, s1, sl.sel.data());
     }
+    t1 = now_us(); t[P_SEL] += t1 - t0; t0 = t1;
+    const std::uint32_t lo = detail::block_max_threshold(
+        sl.sel.data(), rest, want, detail::prefilter_vectors(rest, want), sl.cpos.data());
+    t1 = now_us(); t[P_BUCK] += t1 - t0; t0 = t1;
+    std::size_t m = detail::collect_key_at_least(sl.sel.data(), 0, rest, lo, sl.pos.data());
     t1 = now_us(); t[P_COLL] += t1 - t0; t0 = t1;
-    std::size_t m = 0;
-    for (std::size_t ci = 0; ci < nc; ++ci) {
-      std::memcpy(sl.pos.data() + m, sl.cpos.data() + ci * CH, sl.cnt[ci] * 4);
-      m += sl.cnt[ci];
-    }
-    if (m > want)
-      m = detail::resolve_bucket(sl.sel.data(), sl.pos.data(), m, static_cast<std::uint32_t>(b),
-                                 sl.info[1], sl.cand.data());
+    m = detail::keep_best(sl.sel.data(), sl.pos.data(), m, want, sl.cand.data());
     for (std::size_t p = rest; p < S; ++p) sl.pos[m++] = static_cast<std::uint32_t>(p);
     item_pos[it].assign(sl.pos.begin(), sl.pos.begin() + m);
     item_i1[it].assign(sl.i1.begin(), sl.i1.end());

@@ -1,11 +1,16 @@
 // Tests for sparq::top_k (topk.hpp): the indices of the k largest values, ascending, lower
 // index winning exact ties, NaN below everything. Checked against sparq::ref::top_k (a
 // std::stable_sort oracle) on random, heavily tied, clustered (one histogram bucket) and
-// special-valued inputs of sizes around every SIMD width, with misaligned scratch.
+// special-valued inputs of sizes around every SIMD width, with misaligned scratch. The exact
+// block-max prefilter batch_step uses on whole items (block_max_threshold, collect_key_at_least,
+// keep_best) must pick the same indices as the oracle for every block size, and its threshold
+// must never exceed the want-th largest key.
 
 #include "test_util.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -133,6 +138,84 @@ TEST(top_k, does_not_write_past_n_outputs) {
   EXPECT_EQ(out[0], 3u);
   EXPECT_EQ(out[1], 4u);
   for (std::size_t i = x.size(); i < out.size(); ++i) EXPECT_EQ(out[i], 0xdeadbeefu);
+}
+
+// The prefilter pipeline batch_step::select_whole runs: threshold, collect, keep_best.
+std::vector<std::uint32_t> run_prefilter(const std::vector<float>& x, std::size_t want,
+                                         std::size_t V, std::size_t* collected = nullptr) {
+  const std::size_t n = x.size();
+  std::vector<std::uint32_t> keys((n + 16 * V - 1) / (16 * V) * 16 + 1, 0xdeadbeefu);
+  const std::uint32_t lo = sparq::detail::block_max_threshold(x.data(), n, want, V, keys.data());
+  EXPECT_EQ(keys.back(), 0xdeadbeefu) << "wrote past the maxima";
+  // The threshold is a lower bound of the want-th largest key.
+  std::vector<std::uint32_t> all(n);
+  for (std::size_t i = 0; i < n; ++i) all[i] = sparq::detail::order_key(x[i]);
+  std::nth_element(all.begin(), all.begin() + (want - 1), all.end(), std::greater<>());
+  EXPECT_LE(lo, all[want - 1]) << "threshold above the want-th largest key";
+  std::vector<std::uint32_t> list(n + 1, 0xdeadbeefu);
+  std::size_t m = sparq::detail::collect_key_at_least(x.data(), 0, n, lo, list.data());
+  EXPECT_GE(m, want);
+  EXPECT_EQ(list[m], 0xdeadbeefu);
+  if (collected) *collected = m;
+  std::vector<std::uint64_t> cand(m);
+  m = sparq::detail::keep_best(x.data(), list.data(), m, want, cand.data());
+  list.resize(m);
+  return list;
+}
+
+TEST(top_k_prefilter, matches_the_oracle_for_every_block_size) {
+  sparq_test::rng r(11);
+  for (std::size_t n : {1, 15, 16, 17, 255, 256, 257, 1000, 4099, 20000}) {
+    std::vector<float> x(n), ties(n);
+    for (float& v : x) v = r.normal();
+    for (float& v : ties) v = static_cast<float>(r.index(5));
+    for (std::size_t V : {1, 2, 4, 8, 16}) {
+      const std::size_t blocks = (n + 16 * V - 1) / (16 * V) * 16;
+      for (std::size_t want : {std::size_t{1}, std::size_t{3}, n / 16, n / 5, n - 1, n}) {
+        if (want == 0 || want > blocks || want > n) continue;
+        EXPECT_EQ(run_prefilter(x, want, V), oracle(x, want)) << "n=" << n << " V=" << V << " want=" << want;
+        EXPECT_EQ(run_prefilter(ties, want, V), oracle(ties, want))
+            << "ties: n=" << n << " V=" << V << " want=" << want;
+      }
+    }
+  }
+}
+
+TEST(top_k_prefilter, special_values_and_all_equal) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x;
+  for (int i = 0; i < 70; ++i) {
+    const float v[] = {nan, -inf, -0.0f, 0.0f, inf, 1e-40f, -2.0f};
+    x.push_back(v[i % 7]);
+  }
+  for (std::size_t V : {1, 2, 4}) {
+    for (std::size_t want : {1, 5, 10, 16, 30}) {
+      if (want <= (x.size() + 16 * V - 1) / (16 * V) * 16) {
+        EXPECT_EQ(run_prefilter(x, want, V), oracle(x, want)) << "V=" << V << " want=" << want;
+      }
+    }
+  }
+  // All equal: every value reaches the threshold; the lowest indices win.
+  std::vector<float> same(300, 0.5f);
+  std::size_t m = 0;
+  const auto got = run_prefilter(same, 7, 2, &m);
+  EXPECT_EQ(m, same.size());
+  EXPECT_EQ(got, (std::vector<std::uint32_t>{0, 1, 2, 3, 4, 5, 6}));
+}
+
+TEST(top_k_prefilter, filters_most_values_at_the_sparq_ratio) {
+  // k = n/16 of independent values (SparQ's k = S/16 with l = k/4): the block size
+  // prefilter_vectors picks keeps well under a tenth of the values.
+  sparq_test::rng r(12);
+  const std::size_t n = 65536, want = 3 * n / 64;
+  std::vector<float> x(n);
+  for (float& v : x) v = std::exp(3.0f * r.normal());
+  const std::size_t V = sparq::detail::prefilter_vectors(n, want);
+  EXPECT_EQ(V, 8u);
+  std::size_t m = 0;
+  EXPECT_EQ(run_prefilter(x, want, V, &m), oracle(x, want));
+  EXPECT_LT(m, 3 * want / 2) << "collected " << m << " for want = " << want;
+  EXPECT_EQ(sparq::detail::prefilter_vectors(n, n / 4), 0u) << "no prefilter for large k";
 }
 
 }  // namespace

@@ -532,10 +532,12 @@ class batch_step {
     prologue(it, s);
     for (std::size_t c = 0; c < nc; ++c) stage1_chunk(it, s, c, traffic);
     reduce1(it, s);
-    for (std::size_t c = 0; c < nc; ++c) sel_chunk(it, s, c);
-    bucket(it, s);
-    for (std::size_t c = 0; c < nc; ++c) collect_chunk(it, s, c);
-    finalize(it, s);
+    if (!select_whole(it, s)) {
+      for (std::size_t c = 0; c < nc; ++c) sel_chunk(it, s, c);
+      bucket(it, s);
+      for (std::size_t c = 0; c < nc; ++c) collect_chunk(it, s, c);
+      finalize(it, s);
+    }
     const std::size_t nb = (npos(it) + parallel_attend_block - 1) / parallel_attend_block;
     for (std::size_t j = 0; j < nb; ++j) attend_block(it, s, j, ith, traffic);
     finish(it, s, traffic);
@@ -596,6 +598,35 @@ class batch_step {
     std::uint32_t* hist = at<std::uint32_t>(s, o_.hist) + c * detail::topk_buckets;
     detail::sel_histogram(at<float>(s, o_.e), g_, ld_, at<float>(s, o_.cf) + c * g_, s0, s1,
                           rest, at<float>(s, o_.sel), hist);
+  }
+
+  // The positions of one item run by one thread: the same set as sel_chunk .. finalize give
+  // (the exact top-k of the same sel values, lower index winning ties), found through an
+  // exact prefilter instead of a histogram of every value: the want-th largest of the block
+  // maxima of sel bounds the want-th largest value from below, so only the values reaching
+  // it (~1.2x want at k = S/16) are collected and ranked. False (nothing done) when the
+  // prefilter would not pay.
+  bool select_whole(std::size_t it, std::size_t s) noexcept {
+    const std::size_t S = len_[it];
+    if (dense_[it] || S == 0 || full(it)) return false;
+    const std::size_t rest = S - l_[it], want = k_[it] - l_[it];
+    const std::size_t V = want == 0 ? 0 : detail::prefilter_vectors(rest, want);
+    if (V == 0) return false;
+    float* sel = at<float>(s, o_.sel);
+    const float* e = at<float>(s, o_.e);
+    const float* cf = at<float>(s, o_.cf);
+    for (std::size_t c = 0, nc = chunks(it); c < nc; ++c) {
+      const std::size_t s0 = c * parallel_chunk, s1 = std::min(rest, s0 + parallel_chunk);
+      if (s0 < s1) detail::sel_values(e, g_, ld_, cf + c * g_, s0, s1, sel);
+    }
+    const std::uint32_t lo =
+        detail::block_max_threshold(sel, rest, want, V, at<std::uint32_t>(s, o_.cpos));
+    std::uint32_t* pos = at<std::uint32_t>(s, o_.pos);
+    std::size_t m = detail::collect_key_at_least(sel, 0, rest, lo, pos);
+    m = detail::keep_best(sel, pos, m, want, at<std::uint64_t>(s, o_.cand));
+    for (std::size_t p = rest; p < S; ++p) pos[m++] = static_cast<std::uint32_t>(p);
+    at<std::uint64_t>(s, o_.info)[2] = m;
+    return true;
   }
 
   void bucket(std::size_t it, std::size_t s) noexcept {

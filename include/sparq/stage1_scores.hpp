@@ -197,11 +197,10 @@ void logits_range(const float* qs, std::size_t g, std::size_t r, cols_view<const
 }
 
 /// sel[s] = sum_h e[h*ld + s] * f[h] for s in [s0, s1) (f[h]: that chunk's factor
-/// exp(m_chunk - m) / z for head h), and hist (topk_buckets entries, overwritten) = the
-/// bucket counts of sel[s] for s in [s0, min(s1, rest)). Reads e once; never allocates.
-inline void sel_histogram(const float* e, std::size_t g, std::size_t ld, const float* f,
-                          std::size_t s0, std::size_t s1, std::size_t rest, float* sel,
-                          std::uint32_t* hist) noexcept {
+/// exp(m_chunk - m) / z for head h). Reads e once; a position's value never depends on the
+/// range that holds it.
+inline void sel_values(const float* e, std::size_t g, std::size_t ld, const float* f,
+                       std::size_t s0, std::size_t s1, float* sel) noexcept {
   std::size_t s = s0;
 #if SPARQ_SIMD
   for (; s + lanes <= s1; s += lanes) {
@@ -227,6 +226,14 @@ inline void sel_histogram(const float* e, std::size_t g, std::size_t ld, const f
     for (std::size_t h = 0; h < g; ++h) acc += e[h * ld + s] * f[h];
     sel[s] = acc;
   }
+}
+
+/// sel_values over [s0, s1), and hist (topk_buckets entries, overwritten) = the bucket counts
+/// of sel[s] for s in [s0, min(s1, rest)). Never allocates.
+inline void sel_histogram(const float* e, std::size_t g, std::size_t ld, const float* f,
+                          std::size_t s0, std::size_t s1, std::size_t rest, float* sel,
+                          std::uint32_t* hist) noexcept {
+  sel_values(e, g, ld, f, s0, s1, sel);
   alignas(64) std::uint32_t h2[topk_buckets];
   std::memset(hist, 0, topk_buckets * sizeof(std::uint32_t));
   std::memset(h2, 0, sizeof h2);

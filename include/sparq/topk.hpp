@@ -89,18 +89,18 @@ inline void histogram_keys(const float* x, std::size_t n, std::uint32_t* hist,
   for (; i < n; ++i) ++hist[bucket_of(x[i])];
 }
 
-/// Writes every i in [s0, s1) with bucket_of(x[i]) >= bucket to out, ascending; returns the
+/// Writes every i in [s0, s1) with order_key(x[i]) >= lo to out, ascending; returns the
 /// count. (AVX-512: compare and compress-store 16 indices at a time.)
-inline std::size_t collect_at_or_above(const float* x, std::size_t s0, std::size_t s1,
-                                       std::uint32_t bucket, std::uint32_t* out) noexcept {
+inline std::size_t collect_key_at_least(const float* x, std::size_t s0, std::size_t s1,
+                                        std::uint32_t lo, std::uint32_t* out) noexcept {
   std::size_t m = 0, i = s0;
 #if SPARQ_TOPK_AVX512
-  const __m512i lo = _mm512_set1_epi32(static_cast<int>(bucket << topk_shift));
+  const __m512i lov = _mm512_set1_epi32(static_cast<int>(lo));
   __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(s0)),
                                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
   const __m512i sixteen = _mm512_set1_epi32(16);
   for (; i + 16 <= s1; i += 16) {
-    const __mmask16 k = _mm512_cmpge_epu32_mask(order_key16(_mm512_loadu_ps(x + i)), lo);
+    const __mmask16 k = _mm512_cmpge_epu32_mask(order_key16(_mm512_loadu_ps(x + i)), lov);
     _mm512_mask_compressstoreu_epi32(out + m, k, idx);
     m += static_cast<std::size_t>(__builtin_popcount(k));
     idx = _mm512_add_epi32(idx, sixteen);
@@ -108,17 +108,86 @@ inline std::size_t collect_at_or_above(const float* x, std::size_t s0, std::size
   if (i < s1) {  // the tail with the same compare under a mask
     const __mmask16 t = static_cast<__mmask16>((1u << (s1 - i)) - 1u);
     const __mmask16 k =
-        _mm512_mask_cmpge_epu32_mask(t, order_key16(_mm512_maskz_loadu_ps(t, x + i)), lo);
+        _mm512_mask_cmpge_epu32_mask(t, order_key16(_mm512_maskz_loadu_ps(t, x + i)), lov);
     _mm512_mask_compressstoreu_epi32(out + m, k, idx);
     m += static_cast<std::size_t>(__builtin_popcount(k));
   }
 #else
   for (; i < s1; ++i) {
     out[m] = static_cast<std::uint32_t>(i);
-    m += bucket_of(x[i]) >= bucket;
+    m += order_key(x[i]) >= lo;
   }
 #endif
   return m;
+}
+
+/// Writes every i in [s0, s1) with bucket_of(x[i]) >= bucket to out, ascending; returns the
+/// count.
+inline std::size_t collect_at_or_above(const float* x, std::size_t s0, std::size_t s1,
+                                       std::uint32_t bucket, std::uint32_t* out) noexcept {
+  return collect_key_at_least(x, s0, s1, bucket << topk_shift, out);
+}
+
+/// Vectors per block that block_max_threshold should use to keep `want` of n values, or 0
+/// when a prefilter would not pay (want above n/5: most values pass it anyway).
+inline std::size_t prefilter_vectors(std::size_t n, std::size_t want) noexcept {
+  // A block of V vectors gives 16 maxima per 16*V values; the want-th largest maximum of
+  // n/V blocks passes about want * (1 + (V-1)/2 * want*V/n) values for independent data:
+  // aim at want*V <= 0.4 n (V = 8 keeps ~1.2x want at k = n/16).
+  std::size_t v = 16;
+  while (v >= 2 && want * v * 5 > n * 2) v /= 2;
+  return v >= 2 ? v : 0;
+}
+
+/// A key that at least `want` of x[0, n) reach, hence at most the want-th largest key: the
+/// lowest key of the bucket that holds the want-th largest of the maxima of disjoint blocks
+/// (block = one lane of V consecutive 16-value vectors; each maximum is a distinct element).
+/// Every index of the exact top-want then has order_key(x[i]) >= the result, so collecting
+/// those is an exact prefilter.
+/// Requires 1 <= want <= 16 * ceil(n / (16 V)); maxkeys: that many uint32 of scratch.
+inline std::uint32_t block_max_threshold(const float* x, std::size_t n, std::size_t want,
+                                         std::size_t V, std::uint32_t* maxkeys) noexcept {
+  std::size_t nb = 0;
+  for (std::size_t p0 = 0; p0 < n; p0 += 16 * V, nb += 16) {
+#if SPARQ_TOPK_AVX512
+    __m512i mk = _mm512_setzero_si512();
+    for (std::size_t v = 0, p = p0; v < V && p < n; ++v, p += 16) {
+      if (p + 16 <= n) {
+        mk = _mm512_max_epu32(mk, order_key16(_mm512_loadu_ps(x + p)));
+      } else {  // lanes past n keep their maximum (a missing value is key 0, the lowest)
+        const __mmask16 t = static_cast<__mmask16>((1u << (n - p)) - 1u);
+        mk = _mm512_mask_max_epu32(mk, t, mk, order_key16(_mm512_maskz_loadu_ps(t, x + p)));
+      }
+    }
+    _mm512_storeu_si512(reinterpret_cast<__m512i*>(maxkeys + nb), mk);
+#else
+    for (std::size_t lane = 0; lane < 16; ++lane) {
+      std::uint32_t mk = 0;
+      for (std::size_t v = 0, p = p0 + lane; v < V && p < n; ++v, p += 16)
+        mk = order_key(x[p]) > mk ? order_key(x[p]) : mk;
+      maxkeys[nb + lane] = mk;
+    }
+#endif
+  }
+  // The bucket (top key bits) of the want-th largest maximum, by a histogram (branch-free:
+  // a selection by comparisons mispredicted its way to ~9 ns per maximum). Its lowest key is
+  // at most that maximum. An empty lane's 0 can only be reached when fewer than want blocks
+  // hold a value above the lowest key, and a threshold of 0 passes everything: still exact.
+  alignas(64) std::uint32_t h1[topk_buckets], h2[topk_buckets];
+  std::memset(h1, 0, sizeof h1);
+  std::memset(h2, 0, sizeof h2);
+  std::size_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    ++h1[maxkeys[i] >> topk_shift];
+    ++h2[maxkeys[i + 1] >> topk_shift];
+  }
+  for (; i < nb; ++i) ++h1[maxkeys[i] >> topk_shift];
+  std::size_t above = 0, b = topk_buckets;
+  while (b-- > 0) {
+    above += h1[b] + h2[b];
+    if (above >= want) break;
+  }
+  return static_cast<std::uint32_t>(b) << topk_shift;
 }
 
 /// list[0..m): ascending indices into x whose buckets are >= `bucket`. Keeps every index
@@ -145,6 +214,31 @@ inline std::size_t resolve_bucket(const float* x, std::uint32_t* list, std::size
     w += packed >= threshold;
   }
   return w;
+}
+/// list[0..m): ascending indices into x. Keeps the `need` best of them (key desc, index asc),
+/// in place and still ascending; returns min(need, m). cand: m entries of scratch. A
+/// histogram of the list's buckets finds the bucket of the need-th best; resolve_bucket ranks
+/// inside it.
+inline std::size_t keep_best(const float* x, std::uint32_t* list, std::size_t m,
+                             std::size_t need, std::uint64_t* cand) noexcept {
+  if (need >= m) return m;
+  if (need == 0) return 0;
+  alignas(64) std::uint32_t h1[topk_buckets], h2[topk_buckets];
+  std::memset(h1, 0, sizeof h1);
+  std::memset(h2, 0, sizeof h2);
+  std::size_t j = 0;
+  for (; j + 2 <= m; j += 2) {
+    ++h1[bucket_of(x[list[j]])];
+    ++h2[bucket_of(x[list[j + 1]])];
+  }
+  for (; j < m; ++j) ++h1[bucket_of(x[list[j]])];
+  std::size_t above = 0, b = topk_buckets;
+  while (b-- > 0) {
+    const std::size_t cnt = h1[b] + h2[b];
+    if (above + cnt >= need) break;
+    above += cnt;
+  }
+  return resolve_bucket(x, list, m, static_cast<std::uint32_t>(b), need - above, cand);
 }
 }  // namespace detail
 
