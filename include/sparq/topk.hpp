@@ -7,6 +7,9 @@
 /// 11 key bits finds the bucket that holds the k-th largest value; one pass lists every index
 /// at or above that bucket (already ascending); the few candidates inside the bucket are
 /// ranked by (key desc, index asc) with nth_element, and the list is filtered in place.
+/// For k <= n/5 (n >= 256) an exact prefilter runs first: the bucket of the k-th largest
+/// block maximum bounds the k-th largest value from below (block_max_threshold), so only the
+/// values reaching it (~1.2x k for independent values at k = n/16) are listed and ranked.
 /// NaN ranks below -inf (a NaN is never preferred to a number).
 ///
 /// Reads: x once or twice. Allocates: never (scratch from `top_k_scratch_bytes`).
@@ -261,6 +264,15 @@ inline std::size_t top_k(const float* x, std::size_t n, std::size_t k, std::uint
   base += (64 - reinterpret_cast<std::uintptr_t>(base) % 64) % 64;
   auto* hist = reinterpret_cast<std::uint32_t*>(base);
   auto* cand = reinterpret_cast<std::uint64_t*>(base + detail::topk_buckets * 4);
+
+  // Small k of many values: the exact block-max prefilter (block maxima first, then only
+  // the values reaching their threshold). The candidate area holds the maxima first.
+  if (const std::size_t V = n >= 256 ? detail::prefilter_vectors(n, k) : 0) {
+    const std::uint32_t lo =
+        detail::block_max_threshold(x, n, k, V, reinterpret_cast<std::uint32_t*>(cand));
+    const std::size_t m = detail::collect_key_at_least(x, 0, n, lo, out);
+    return detail::keep_best(x, out, m, k, cand);
+  }
 
   // The candidate area doubles as the second histogram copy when it is large enough.
   const bool two = n * sizeof(std::uint64_t) >= detail::topk_buckets * sizeof(std::uint32_t);
