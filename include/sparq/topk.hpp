@@ -206,6 +206,30 @@ inline std::size_t resolve_bucket(const float* x, std::uint32_t* list, std::size
     if ((key >> topk_shift) == bucket)
       cand[c++] = (std::uint64_t{key} << 32) | (0xffffffffu - list[j]);
   }
+  // A crowded bucket: narrow it to the sub-bucket of the next 11 key bits that holds the
+  // need-th best (a histogram, branch-free) before ranking by comparisons, which mispredict
+  // their way to ~10 ns per candidate.
+  if (c > 256) {
+    constexpr int sub_shift = topk_shift - topk_bucket_bits;
+    constexpr std::uint32_t sub_mask = topk_buckets - 1;
+    alignas(64) std::uint32_t h[topk_buckets];
+    std::memset(h, 0, sizeof h);
+    for (std::size_t j = 0; j < c; ++j) ++h[(cand[j] >> (32 + sub_shift)) & sub_mask];
+    std::size_t above = 0;
+    std::uint32_t sb = topk_buckets;
+    while (sb-- > 0) {
+      if (above + h[sb] >= need) break;
+      above += h[sb];
+    }
+    std::size_t c2 = 0;
+    for (std::size_t j = 0; j < c; ++j) {
+      const std::uint64_t v = cand[j];
+      cand[c2] = v;
+      c2 += ((v >> (32 + sub_shift)) & sub_mask) == sb;
+    }
+    c = c2;
+    need -= above;
+  }
   std::nth_element(cand, cand + (need - 1), cand + c,
                    [](std::uint64_t a, std::uint64_t b) { return a > b; });
   const std::uint64_t threshold = cand[need - 1];
