@@ -24,10 +24,12 @@
 ///   sparq::batch_step<sparq::f16> st(B, H_kv, g, capacity, d, pol, /*max_threads*/ 8);
 ///
 /// Work items are (sequence, KV head) pairs. With at least as many items as threads each
-/// thread runs whole items (one phase, no barrier). With fewer items than threads the step
-/// also splits over S: stage 1 and dense attention over fixed chunks of `parallel_chunk`
+/// thread runs whole items (one phase, no barrier; the top-k through the exact block-max
+/// prefilter of topk.hpp when k is small). With fewer items than threads the step also
+/// splits over S: stage 1 and dense attention over fixed chunks of `parallel_chunk`
 /// positions, top-k through per-chunk histograms merged by integer sums, and the gathered
 /// attention over fixed blocks of `parallel_attend_block` positions merged by log-sum-exp.
+/// Both top-k routes return the same positions (the exact top-k of the same scores).
 ///
 /// Determinism: an item is ALWAYS computed with those same chunks, blocks and merge orders,
 /// whoever runs it, so the result is bit-identical for every thread count (the boundaries
