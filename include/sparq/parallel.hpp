@@ -604,10 +604,11 @@ class batch_step {
 
   // The positions of one item run by one thread: the same set as sel_chunk .. finalize give
   // (the exact top-k of the same sel values, lower index winning ties), found through an
-  // exact prefilter instead of a histogram of every value: the want-th largest of the block
-  // maxima of sel bounds the want-th largest value from below, so only the values reaching
-  // it (~1.2x want at k = S/16) are collected and ranked. False (nothing done) when the
-  // prefilter would not pay.
+  // exact prefilter instead of a histogram of every value: the lowest key of the bucket of
+  // the want-th largest block maximum of sel bounds the want-th largest value from below,
+  // so only the values reaching it (~1.2x want at k = S/16) are collected and ranked
+  // (detail::block_max_threshold, keep_best). False (nothing done) when the prefilter would
+  // not pay.
   bool select_whole(std::size_t it, std::size_t s) noexcept {
     const std::size_t S = len_[it];
     if (dense_[it] || S == 0 || full(it)) return false;
