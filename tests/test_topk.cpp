@@ -152,10 +152,11 @@ std::vector<std::uint32_t> run_prefilter(const std::vector<float>& x, std::size_
   for (std::size_t i = 0; i < n; ++i) all[i] = sparq::detail::order_key(x[i]);
   std::nth_element(all.begin(), all.begin() + (want - 1), all.end(), std::greater<>());
   EXPECT_LE(lo, all[want - 1]) << "threshold above the want-th largest key";
+  // The output must hold n entries (past the count they are scratch); nothing beyond.
   std::vector<std::uint32_t> list(n + 1, 0xdeadbeefu);
   std::size_t m = sparq::detail::collect_key_at_least(x.data(), 0, n, lo, list.data());
   EXPECT_GE(m, want);
-  EXPECT_EQ(list[m], 0xdeadbeefu);
+  EXPECT_EQ(list[n], 0xdeadbeefu);
   if (collected) *collected = m;
   std::vector<std::uint64_t> cand(m);
   m = sparq::detail::keep_best(x.data(), list.data(), m, want, cand.data());

@@ -93,7 +93,9 @@ inline void histogram_keys(const float* x, std::size_t n, std::uint32_t* hist,
 }
 
 /// Writes every i in [s0, s1) with order_key(x[i]) >= lo to out, ascending; returns the
-/// count. (AVX-512: compare and compress-store 16 indices at a time.)
+/// count. out must hold s1 - s0 entries: past the count they may be overwritten (the
+/// branch-free scalar loop stores every index). (AVX-512: compare and compress-store 16
+/// indices at a time.)
 inline std::size_t collect_key_at_least(const float* x, std::size_t s0, std::size_t s1,
                                         std::uint32_t lo, std::uint32_t* out) noexcept {
   std::size_t m = 0, i = s0;
