@@ -1,7 +1,7 @@
 #pragma once
-// The measuring harness shared by sparq-bench and sparq-bench-paged: thread CPU time, medians,
-// the last-level cache size, the CPU name, the in-process STREAM-like read roof, and timing of
-// a batch_step whose successive steps rotate over copies of a cache larger than the LLC (so
+// The measuring harness shared by sparq-bench, sparq-bench-paged and prof-phases: thread CPU
+// time, medians, a streaming float sum, the last-level cache size, the CPU name, the
+// in-process STREAM-like read roof, and timing of a batch_step whose successive steps rotate over copies of a cache larger than the LLC (so
 // every step streams from DRAM).
 
 #include <sparq/parallel.hpp>
@@ -60,6 +60,27 @@ inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// The sum of a[0, n) with four independent vector accumulators: a read loop that keeps
+/// enough loads in flight to stream at the memory's pace (the roofs' kernel).
+inline double sum_floats(const float* a, std::size_t n) noexcept {
+  std::size_t i = 0;
+  double s = 0;
+#if SPARQ_SIMD
+  using sparq::detail::fbatch;
+  constexpr std::size_t L = sparq::detail::lanes;
+  fbatch s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
+  for (; i + 4 * L <= n; i += 4 * L) {
+    s0 += fbatch::load_unaligned(a + i);
+    s1 += fbatch::load_unaligned(a + i + L);
+    s2 += fbatch::load_unaligned(a + i + 2 * L);
+    s3 += fbatch::load_unaligned(a + i + 3 * L);
+  }
+  s = sparq::detail::hsum((s0 + s1) + (s2 + s3));
+#endif
+  for (; i < n; ++i) s += a[i];
+  return s;
 }
 
 inline std::size_t llc_bytes() {
@@ -122,25 +143,7 @@ class roof_meter {
   double sum_share(std::size_t ith) const noexcept {
     const std::size_t i0 = (ith * n_ / nth_) & ~std::size_t{63};
     const std::size_t i1 = ith + 1 == nth_ ? n_ : ((ith + 1) * n_ / nth_) & ~std::size_t{63};
-    const float* a = a_.get();
-#if SPARQ_SIMD
-    using sparq::detail::fbatch;
-    constexpr std::size_t L = sparq::detail::lanes;
-    fbatch s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
-    std::size_t i = i0;
-    for (; i + 4 * L <= i1; i += 4 * L) {
-      s0 += fbatch::load_unaligned(a + i);
-      s1 += fbatch::load_unaligned(a + i + L);
-      s2 += fbatch::load_unaligned(a + i + 2 * L);
-      s3 += fbatch::load_unaligned(a + i + 3 * L);
-    }
-    double s = sparq::detail::hsum((s0 + s1) + (s2 + s3));
-    for (; i < i1; ++i) s += a[i];
-#else
-    double s = 0;
-    for (std::size_t i = i0; i < i1; ++i) s += a[i];
-#endif
-    return s;
+    return sum_floats(a_.get() + i0, i1 - i0);
   }
 
   sparq::thread_pool& pool_;

@@ -22,6 +22,8 @@
 #include <sparq/parallel.hpp>
 #include <sparq/sparq.hpp>
 
+#include "bench_harness.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -34,7 +36,6 @@
 #include <string>
 #include <thread>
 #include <sys/mman.h>
-#include <time.h>
 #include <vector>
 
 namespace {
@@ -61,17 +62,8 @@ std::unique_ptr<T[], free_deleter> alloc_array(std::size_t n) {
 double now_us() {
   return std::chrono::duration<double, std::micro>(clk::now().time_since_epoch()).count();
 }
-double cpu_us() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return t.tv_sec * 1e6 + t.tv_nsec * 1e-3;
-}
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+using sparq_bench::median;
+using sparq_bench::thread_cpu_us;
 
 struct spin_barrier {
   std::atomic<std::size_t> count{0}, gen{0};
@@ -346,27 +338,7 @@ struct harness {
     t[R_GATHER] += now_us() - t0;
   }
   static double sum_bytes(const void* p, std::size_t bytes) {
-    const float* f = static_cast<const float*>(p);
-    const std::size_t n = bytes / 4;
-#if SPARQ_SIMD
-    using sparq::detail::fbatch;
-    constexpr std::size_t L = sparq::detail::lanes;
-    fbatch s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
-    std::size_t i = 0;
-    for (; i + 4 * L <= n; i += 4 * L) {
-      s0 += fbatch::load_unaligned(f + i);
-      s1 += fbatch::load_unaligned(f + i + L);
-      s2 += fbatch::load_unaligned(f + i + 2 * L);
-      s3 += fbatch::load_unaligned(f + i + 3 * L);
-    }
-    double s = sparq::detail::hsum((s0 + s1) + (s2 + s3));
-    for (; i < n; ++i) s += f[i];
-    return s;
-#else
-    double s = 0;
-    for (std::size_t i = 0; i < n; ++i) s += f[i];
-    return s;
-#endif
+    return sparq_bench::sum_floats(static_cast<const float*>(p), bytes / sizeof(float));
   }
 };
 
@@ -391,7 +363,7 @@ int run(std::size_t S, std::size_t nth, int steps, bool hot, std::size_t rotate_
     auto& sl = hz.slots[ith];
     double* t = tt[ith].data();
     const std::size_t i0 = ith * H / nth, i1 = (ith + 1) * H / nth;
-    const double c0 = cpu_us();
+    const double c0 = thread_cpu_us();
     for (std::size_t it = i0; it < i1; ++it) {
       if (mode == 0) hz.sparq_item(c, it, sl, t);
       else if (mode == 1) hz.dense_item(c, it, sl, t);
@@ -399,7 +371,7 @@ int run(std::size_t S, std::size_t nth, int steps, bool hot, std::size_t rotate_
       else if (mode == 3) hz.roof_kt(c, it, sl, t);
       else hz.roof_gather(c, it, sl, t);
     }
-    cpu[ith] = cpu_us() - c0;
+    cpu[ith] = thread_cpu_us() - c0;
   };
   std::vector<int> modes;
   if (only != "dense") modes.push_back(0);  // the Kt and gather roofs need its positions

@@ -57,15 +57,26 @@ inline void scaled_query_components(const float* q, std::size_t g, std::size_t d
 
 namespace detail {
 
-/// logits for heads [h0, h0+HB) at positions [s, s + NC*lanes) (or one scalar position when
-/// SIMD is off). Kt rows are read once per chunk for all HB heads. mv[h]: head h's running
-/// lane-wise max (reduced to one float once per range, not per call).
+template <std::size_t HB, class T>
+inline void approx_tail(const float* qs, std::size_t r, cols_view<const T> kt,
+                        const std::uint32_t* i1, std::size_t s, float* e, std::size_t ld,
+                        float* mx) noexcept {
+  for (std::size_t h = 0; h < HB; ++h) {
+    float acc = 0.0f;
+    for (std::size_t j = 0; j < r; ++j) acc += qs[h * r + j] * to_float(kt.dim_row(i1[j])[s]);
+    e[h * ld + s] = acc;
+    mx[h] = acc > mx[h] ? acc : mx[h];
+  }
+}
+
+#if SPARQ_SIMD
+/// logits for heads [h0, h0+HB) at positions [s, s + NC*lanes). Kt rows are read once per
+/// chunk for all HB heads. mv[h]: head h's running lane-wise max (reduced to one float once
+/// per range, not per call).
 template <std::size_t HB, std::size_t NC, class T>
 inline void approx_chunk(const float* qs, std::size_t r, cols_view<const T> kt,
                          const std::uint32_t* i1, std::size_t s, float* e, std::size_t ld,
-                         [[maybe_unused]] void* mvp) noexcept {
-#if SPARQ_SIMD
-  fbatch* mv = static_cast<fbatch*>(mvp);
+                         fbatch* mv) noexcept {
   fbatch acc[HB][NC];
   for (std::size_t h = 0; h < HB; ++h)
     for (std::size_t c = 0; c < NC; ++c) acc[h][c] = fbatch(0.0f);
@@ -90,24 +101,8 @@ inline void approx_chunk(const float* qs, std::size_t r, cols_view<const T> kt,
     }
     mv[h] = m;
   }
-#else
-  (void)qs, (void)r, (void)kt, (void)i1, (void)s, (void)e, (void)ld;
-#endif
 }
 
-template <std::size_t HB, class T>
-inline void approx_tail(const float* qs, std::size_t r, cols_view<const T> kt,
-                        const std::uint32_t* i1, std::size_t s, float* e, std::size_t ld,
-                        float* mx) noexcept {
-  for (std::size_t h = 0; h < HB; ++h) {
-    float acc = 0.0f;
-    for (std::size_t j = 0; j < r; ++j) acc += qs[h * r + j] * to_float(kt.dim_row(i1[j])[s]);
-    e[h * ld + s] = acc;
-    mx[h] = acc > mx[h] ? acc : mx[h];
-  }
-}
-
-#if SPARQ_SIMD
 /// The last n < lanes positions [s, s + n): the same vector arithmetic as approx_chunk on a
 /// zero-padded copy, so a position's logit never depends on where it sits (equal keys give
 /// bit-equal logits, and exact ties stay exact).
@@ -132,14 +127,11 @@ inline void approx_tail_vec(const float* qs, std::size_t r, cols_view<const T> k
     }
   }
 }
-#endif
 
 template <std::size_t NC, class T>
 inline void approx_chunk_heads(const float* qs, std::size_t g, std::size_t r,
                                cols_view<const T> kt, const std::uint32_t* i1, std::size_t s,
-                               float* e, std::size_t ld, [[maybe_unused]] void* mvp) noexcept {
-#if SPARQ_SIMD
-  fbatch* mv = static_cast<fbatch*>(mvp);
+                               float* e, std::size_t ld, fbatch* mv) noexcept {
   std::size_t h = 0;
   for (; h + 4 <= g; h += 4) approx_chunk<4, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mv + h);
   switch (g - h) {
@@ -148,10 +140,8 @@ inline void approx_chunk_heads(const float* qs, std::size_t g, std::size_t r,
     case 1: approx_chunk<1, NC>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mv + h); break;
     default: break;
   }
-#else
-  (void)qs, (void)g, (void)r, (void)kt, (void)i1, (void)s, (void)e, (void)ld;
-#endif
 }
+#endif  // SPARQ_SIMD
 
 /// Heads whose running maxima a logits pass keeps as vectors; a larger group is done in
 /// passes of this many heads (each pass streams the r Kt rows again).

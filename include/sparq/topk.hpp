@@ -69,6 +69,37 @@ inline __m512i order_key16(__m512 v) noexcept {
 #define SPARQ_TOPK_AVX512 0
 #endif
 
+/// The highest bucket b whose count, added to the counts of every bucket above it, reaches
+/// `need` (h1[b] + h2[b] per bucket; h2 may be null); *above = the count above b. (If all
+/// the buckets together hold fewer than need values: bucket 0.)
+/// h1, h2 (topk_buckets each) = the counts of bucket(i) for i in [0, n), alternate i in
+/// alternate copies (so runs of one bucket do not chain increments through one counter);
+/// the caller adds them (bucket_reaching does).
+template <class Bucket>
+inline void count_buckets(std::size_t n, Bucket&& bucket, std::uint32_t* h1,
+                          std::uint32_t* h2) noexcept {
+  std::memset(h1, 0, topk_buckets * sizeof(std::uint32_t));
+  std::memset(h2, 0, topk_buckets * sizeof(std::uint32_t));
+  std::size_t i = 0;
+  for (; i + 2 <= n; i += 2) {
+    ++h1[bucket(i)];
+    ++h2[bucket(i + 1)];
+  }
+  for (; i < n; ++i) ++h1[bucket(i)];
+}
+
+inline std::uint32_t bucket_reaching(const std::uint32_t* h1, const std::uint32_t* h2,
+                                     std::size_t need, std::size_t* above) noexcept {
+  std::size_t a = 0, b = topk_buckets;
+  while (b-- > 0) {
+    const std::size_t cnt = h1[b] + (h2 ? h2[b] : 0u);
+    if (a + cnt >= need || b == 0) break;
+    a += cnt;
+  }
+  *above = a;
+  return static_cast<std::uint32_t>(b);
+}
+
 /// hist[bucket_of(x[i])]++ for i in [0, n). Two interleaved copies (hist and hist2) break the
 /// store-to-load chains that repeated buckets cause; the caller sums them.
 inline void histogram_keys(const float* x, std::size_t n, std::uint32_t* hist,
@@ -179,20 +210,9 @@ inline std::uint32_t block_max_threshold(const float* x, std::size_t n, std::siz
   // at most that maximum. An empty lane's 0 can only be reached when fewer than want blocks
   // hold a value above the lowest key, and a threshold of 0 passes everything: still exact.
   alignas(64) std::uint32_t h1[topk_buckets], h2[topk_buckets];
-  std::memset(h1, 0, sizeof h1);
-  std::memset(h2, 0, sizeof h2);
-  std::size_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    ++h1[maxkeys[i] >> topk_shift];
-    ++h2[maxkeys[i + 1] >> topk_shift];
-  }
-  for (; i < nb; ++i) ++h1[maxkeys[i] >> topk_shift];
-  std::size_t above = 0, b = topk_buckets;
-  while (b-- > 0) {
-    above += h1[b] + h2[b];
-    if (above >= want) break;
-  }
-  return static_cast<std::uint32_t>(b) << topk_shift;
+  count_buckets(nb, [maxkeys](std::size_t i) { return maxkeys[i] >> topk_shift; }, h1, h2);
+  std::size_t above = 0;
+  return bucket_reaching(h1, h2, want, &above) << topk_shift;
 }
 
 /// list[0..m): ascending indices into x whose buckets are >= `bucket`. Keeps every index
@@ -218,11 +238,7 @@ inline std::size_t resolve_bucket(const float* x, std::uint32_t* list, std::size
     std::memset(h, 0, sizeof h);
     for (std::size_t j = 0; j < c; ++j) ++h[(cand[j] >> (32 + sub_shift)) & sub_mask];
     std::size_t above = 0;
-    std::uint32_t sb = topk_buckets;
-    while (sb-- > 0) {
-      if (above + h[sb] >= need) break;
-      above += h[sb];
-    }
+    const std::uint32_t sb = bucket_reaching(h, nullptr, need, &above);
     std::size_t c2 = 0;
     for (std::size_t j = 0; j < c; ++j) {
       const std::uint64_t v = cand[j];
@@ -253,21 +269,10 @@ inline std::size_t keep_best(const float* x, std::uint32_t* list, std::size_t m,
   if (need >= m) return m;
   if (need == 0) return 0;
   alignas(64) std::uint32_t h1[topk_buckets], h2[topk_buckets];
-  std::memset(h1, 0, sizeof h1);
-  std::memset(h2, 0, sizeof h2);
-  std::size_t j = 0;
-  for (; j + 2 <= m; j += 2) {
-    ++h1[bucket_of(x[list[j]])];
-    ++h2[bucket_of(x[list[j + 1]])];
-  }
-  for (; j < m; ++j) ++h1[bucket_of(x[list[j]])];
-  std::size_t above = 0, b = topk_buckets;
-  while (b-- > 0) {
-    const std::size_t cnt = h1[b] + h2[b];
-    if (above + cnt >= need) break;
-    above += cnt;
-  }
-  return resolve_bucket(x, list, m, static_cast<std::uint32_t>(b), need - above, cand);
+  count_buckets(m, [x, list](std::size_t j) { return bucket_of(x[list[j]]); }, h1, h2);
+  std::size_t above = 0;
+  const std::uint32_t b = bucket_reaching(h1, h2, need, &above);
+  return resolve_bucket(x, list, m, b, need - above, cand);
 }
 }  // namespace detail
 
@@ -308,13 +313,8 @@ inline std::size_t top_k(const float* x, std::size_t n, std::size_t k, std::uint
   detail::histogram_keys(x, n, hist, hist2);
 
   // Bucket b holds the k-th largest: above(b) < k <= above(b) + count(b).
-  std::size_t above = 0, b = detail::topk_buckets;
-  while (b-- > 0) {
-    const std::size_t cnt = hist[b] + (two ? hist2[b] : 0u);
-    if (above + cnt >= k) break;
-    above += cnt;
-  }
-  const auto bucket = static_cast<std::uint32_t>(b);
+  std::size_t above = 0;
+  const std::uint32_t bucket = detail::bucket_reaching(hist, two ? hist2 : nullptr, k, &above);
   const std::size_t need = k - above;  // how many to take from the bucket, 1..count(b)
 
   // Every index at or above the bucket, ascending; then the bucket's best `need`.
