@@ -254,30 +254,20 @@ inline void qk_softmax4(const float* q, float* m, float* z, float scale,
                         const T* const* krows, std::size_t nb, float (*pw)[16],
                         float* cf) noexcept {
   constexpr std::size_t NV = D / 16;
-  static_assert(NV % 2 == 0, "qk_softmax4: D must be a multiple of 32");
   alignas(64) __m512 part[HC][16];
-  // Two rows at a time, so each q vector loaded serves both (a head's dot product with a row
-  // is the same two-chain sum either way).
-  for (std::size_t j = 0; j < 16; j += 2) {
-    __m512 ka[NV], kb[NV];
-    for (std::size_t c = 0; c < NV; ++c) {
-      ka[c] = widen16(krows[j] + 16 * c);
-      kb[c] = widen16(krows[j + 1] + 16 * c);
-    }
+  for (std::size_t j = 0; j < 16; ++j) {
+    const T* kr = krows[j];
+    __m512 kv[NV];
+    for (std::size_t c = 0; c < NV; ++c) kv[c] = widen16(kr + 16 * c);
     for (std::size_t h = 0; h < HC; ++h) {
       const float* qh = q + h * D;
-      const __m512 q0 = _mm512_loadu_ps(qh), q1 = _mm512_loadu_ps(qh + 16);
-      __m512 a0 = _mm512_mul_ps(q0, ka[0]), a1 = _mm512_mul_ps(q1, ka[1]);
-      __m512 b0 = _mm512_mul_ps(q0, kb[0]), b1 = _mm512_mul_ps(q1, kb[1]);
-      for (std::size_t c = 2; c < NV; c += 2) {
-        const __m512 qc = _mm512_loadu_ps(qh + 16 * c), qd = _mm512_loadu_ps(qh + 16 * c + 16);
-        a0 = _mm512_fmadd_ps(qc, ka[c], a0);
-        a1 = _mm512_fmadd_ps(qd, ka[c + 1], a1);
-        b0 = _mm512_fmadd_ps(qc, kb[c], b0);
-        b1 = _mm512_fmadd_ps(qd, kb[c + 1], b1);
+      __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qh), kv[0]);
+      __m512 a1 = NV > 1 ? _mm512_mul_ps(_mm512_loadu_ps(qh + 16), kv[1]) : _mm512_setzero_ps();
+      for (std::size_t c = 2; c + 1 < NV; c += 2) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), kv[c], a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c + 16), kv[c + 1], a1);
       }
       part[h][j] = _mm512_add_ps(a0, a1);
-      part[h][j + 1] = _mm512_add_ps(b0, b1);
     }
   }
   const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
