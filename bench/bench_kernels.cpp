@@ -19,6 +19,7 @@
 //   r in {8, 16, 32} x k in {64, 128, S/16}: f16 GQA B = 1, S in {16k, 64k} (SparQ only)
 //   top-k over 64k scores, k in {128, 4096}: sparq::top_k vs std::nth_element, partial_sort
 //   traffic/none vs traffic/counter: what the traffic policy costs (the default: nothing)
+//   attend/hot: the gathered attention kernel's arithmetic alone (rows resident in L1)
 
 #include <benchmark/benchmark.h>
 
@@ -192,10 +193,52 @@ void bm_traffic(benchmark::State& state) {
   }
 }
 
+// The arithmetic of stage 2's kernel without its memory stalls: detail::attend_online over
+// 4096 gathered rows (g = 4 heads, d = 128) drawn from a pool of 32 K/V rows that stays in
+// L1, in blocks of parallel_attend_block as batch_step runs it. Reports ns per row (the
+// compute floor under a gathered row's DRAM time; sparq-bench and prof-phases measure DRAM).
+template <class T>
+void bm_attend_hot(benchmark::State& state) {
+  constexpr std::size_t g = 4, pool = 32, n = 4096;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<T> k(pool * d), v(pool * d);
+  for (auto& x : k) x = sparq::from_float<T>(nd(rng));
+  for (auto& x : v) x = sparq::from_float<T>(nd(rng));
+  std::vector<float> q(g * d);
+  for (auto& x : q) x = nd(rng);
+  std::vector<std::uint32_t> pos(n);
+  for (std::size_t i = 0; i < n; ++i) pos[i] = static_cast<std::uint32_t>(rng() % pool);
+  const sparq::rows_view<const T> kr{k.data(), pool, d, d}, vr{v.data(), pool, d, d};
+  std::vector<float> st(g * d + 2 * g), p(g * sparq::detail::attend_block);
+  const sparq::detail::online_state os{st.data(), st.data() + g * d, st.data() + g * d + g};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  sparq::no_traffic nt;
+  for (auto _ : state) {
+    for (std::size_t b0 = 0; b0 < n; b0 += sparq::parallel_attend_block) {
+      sparq::detail::online_init(os, g, d);
+      sparq::detail::attend_online<d>(q.data(), g, d, scale, kr, vr,
+                                      sparq::detail::indexed_positions{pos.data() + b0},
+                                      std::min(sparq::parallel_attend_block, n - b0), os,
+                                      p.data(), nt);
+      benchmark::DoNotOptimize(st.data());
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(n * state.iterations()));
+  state.counters["ns_per_row"] = benchmark::Counter(
+      static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate |
+                                  benchmark::Counter::kInvert);
+}
+
 void register_all() {
   benchmark::RegisterBenchmark("traffic/none/f16/g4/S16384", bm_traffic<sparq::no_traffic>)
       ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("traffic/counter/f16/g4/S16384", bm_traffic<sparq::traffic_counter>)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("attend/hot/f16/g4/n4096", bm_attend_hot<sparq::f16>)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("attend/hot/f32/g4/n4096", bm_attend_hot<float>)
       ->Unit(benchmark::kMicrosecond);
   const std::size_t Ks[] = {1024, 4096, 16384, 65536, 131072};
   // Main sweep: f16, GQA 32/8, batch 1.
