@@ -328,8 +328,32 @@ TEST(parallel, ConstructorAndPrepareErrorsNameTheArgument) {
                      "head_dim");
   // And it still works afterwards.
   st.prepare(q, out.data(), data.cache, buf.ws(), 2);
+  EXPECT_EQ(st.threads(), 2u);
   sparq::thread_pool pool(2);
+  // run() with another nth than prepare()'s: an error naming both, before any phase runs.
+  EXPECT_SPARQ_ERROR(sparq::run(pool, 3, st), "nth = 3");
+  EXPECT_SPARQ_ERROR(sparq::run(pool, 1, st), "given to batch_step::prepare (2)");
   sparq::run(pool, 2, st);
+  check_items(data, out, [&](std::size_t) { return cfg; }, [](std::size_t) { return false; });
+}
+
+// run_phase cannot throw (noexcept, called from an engine's threads): a thread count or
+// index that does not match prepare() aborts with the violated condition instead of sending
+// threads to scratch that was never planned.
+TEST(parallelDeathTest, RunPhaseWithWrongThreadsAborts) {
+  using T = float;
+  const auto cfg = small_cfg();
+  batch_data<T> data({10, 20}, 2, 2, 500, 32);
+  sparq::batch_step<T> st(2, 2, 2, 32, kD, cfg, 4);
+  std::vector<float> out(2 * 2 * 2 * kD);
+  scratch_buffer buf(st.workspace_bytes());
+  st.prepare(data.q.data(), out.data(), data.cache, buf.ws(), 2);
+  EXPECT_DEATH(st.run_phase(0, 0, 3), "nth differs from prepare\\(\\)'s nth \\(3 vs 2\\)");
+  EXPECT_DEATH(st.run_phase(0, 2, 2), "ith >= nth \\(2 vs 2\\)");
+  EXPECT_DEATH(st.run_phase(st.phases(), 0, 2), "phase p >= phases\\(\\)");
+  // The matching calls still compute the step.
+  for (std::size_t p = 0; p < st.phases(); ++p)
+    for (std::size_t ith = 0; ith < 2; ++ith) st.run_phase(p, ith, 2);
   check_items(data, out, [&](std::size_t) { return cfg; }, [](std::size_t) { return false; });
 }
 

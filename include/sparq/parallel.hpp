@@ -38,7 +38,9 @@
 ///
 /// Allocates: the plan allocates its item table once; prepare/run_phase never allocate (all
 /// scratch is carved from the caller's workspace, planned for `max_threads`). Throws: the
-/// constructor and prepare (sparq::error, on bad sizes); the phases never. prepare() and the phases must see the same nth.
+/// constructor, prepare and run (sparq::error, on bad sizes or an nth that differs from
+/// prepare's); the phases never: run_phase called with another nth than prepare's (see
+/// threads()), ith >= nth or p >= phases() prints the violated condition and aborts.
 ///
 /// Traffic: the policy's calls are made by whichever thread does the work; a counting
 /// policy (traffic_counter) is not thread-safe, so count with nth = 1.
@@ -442,10 +444,21 @@ class batch_step {
     return any_sparq_ ? 9 : 2;
   }
 
+  /// The thread count prepare() was given: every run_phase call must pass it.
+  std::size_t threads() const noexcept { return nth_; }
+
   /// Does thread ith's share of phase p. Every thread must finish phase p before any starts
-  /// phase p + 1.
+  /// phase p + 1. Requires nth == threads() (prepare's nth), ith < nth and p < phases();
+  /// otherwise prints the violated condition and aborts (a different nth would send threads
+  /// to scratch slots that were never planned).
   template <class Traffic = no_traffic>
   void run_phase(std::size_t p, std::size_t ith, std::size_t nth, Traffic& traffic) noexcept {
+    if (nth != nth_)
+      detail::contract_violation("batch_step::run_phase: nth differs from prepare()'s nth", nth,
+                                 nth_);
+    if (ith >= nth) detail::contract_violation("batch_step::run_phase: ith >= nth", ith, nth);
+    if (p >= phases())
+      detail::contract_violation("batch_step::run_phase: phase p >= phases()", p, phases());
     if (!split_) {
       const std::size_t i0 = ith * items_ / nth, i1 = (ith + 1) * items_ / nth;
       for (std::size_t it = i0; it < i1; ++it) whole_item(it, ith, ith, traffic);
@@ -823,8 +836,12 @@ class batch_step {
 
 /// Runs every phase of a prepared step with the nth given to prepare(), on the pool's threads
 /// (if the pool has fewer than nth threads, each runs several shares; same result).
+/// Throws sparq::error when nth is not the nth given to prepare().
 template <class T, class View>
 void run(thread_pool& pool, std::size_t nth, batch_step<T, View>& st) {
+  if (nth != st.threads())
+    detail::fail("run: nth = ", nth, "; must equal the nth given to batch_step::prepare (",
+                 st.threads(), ")");
   const std::size_t np = st.phases();
   for (std::size_t p = 0; p < np; ++p)
     pool.run(nth, [&](std::size_t ith) { st.run_phase(p, ith, nth); });
