@@ -247,10 +247,13 @@ inline __m512 lane_bcast(__m512 x) noexcept {
 /// Logits of HC <= 4 heads (q: the first head's [D]) for the block's 16 rows (each K row
 /// widened once for the HC heads; the 16 x HC partial dot products reduced with reduce16,
 /// so one vector holds 16 logits of a head), then the online-softmax update of the HC heads,
-/// vectorised across them: m[0..HC), z[0..HC), and pw[0..HC)[16], cf[0..HC).
+/// vectorised across them: ms, zs (128-bit lane h: head h's running max and sum, see
+/// load_state4), and pw[0..HC)[16], cf[0..HC). The running state stays in registers from
+/// block to block (built from and written to memory it made each block wait on
+/// store-to-load forwarding).
 /// Rows j >= nb are read from krows[j] (any valid row) and masked out of the softmax.
 template <std::size_t D, class T, std::size_t HC>
-inline void qk_softmax4(const float* q, float* m, float* z, float scale,
+inline void qk_softmax4(const float* q, __m512& ms, __m512& zs, float scale,
                         const T* const* krows, std::size_t nb, float (*pw)[16],
                         float* cf) noexcept {
   constexpr std::size_t NV = D / 16;
@@ -284,12 +287,7 @@ inline void qk_softmax4(const float* q, float* m, float* z, float scale,
     return _mm512_maskz_max_ps(k16, a, b);
   };
   const auto vadd4 = [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); };
-  alignas(64) float mz[16];
-  for (std::size_t h = 0; h < 4; ++h) {
-    mz[4 * h] = h < HC ? m[h] : -std::numeric_limits<float>::infinity();
-    mz[4 * h + 1] = mz[4 * h + 2] = mz[4 * h + 3] = mz[4 * h];
-  }
-  const __m512 mo = _mm512_load_ps(mz);
+  const __m512 mo = ms;
   const __m512 mn = vmax4(mo, reduce4x16(lg, vmax4));
   const __m512 mx = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ),
                                        _mm512_setzero_ps());
@@ -303,36 +301,66 @@ inline void qk_softmax4(const float* q, float* m, float* z, float scale,
   e[3] = HC > 3 ? _mm512_maskz_mov_ps(valid, vexp(fbatch(_mm512_sub_ps(lg[3], lane_bcast<3>(mx)))))
                 : _mm512_setzero_ps();
   for (std::size_t h = 0; h < HC; ++h) _mm512_store_ps(pw[h], e[h]);
-  for (std::size_t h = 0; h < 4; ++h) {
-    mz[4 * h] = h < HC ? z[h] : 0.0f;
-    mz[4 * h + 1] = mz[4 * h + 2] = mz[4 * h + 3] = mz[4 * h];
-  }
-  const __m512 zn = _mm512_fmadd_ps(_mm512_load_ps(mz), c, reduce4x16(e, vadd4));
-  alignas(64) float o[3][16];
-  _mm512_store_ps(o[0], mn);
-  _mm512_store_ps(o[1], zn);
-  _mm512_store_ps(o[2], c);
-  for (std::size_t h = 0; h < HC; ++h) {
-    m[h] = o[0][4 * h];
-    z[h] = o[1][4 * h];
-    cf[h] = o[2][4 * h];
+  zs = _mm512_fmadd_ps(zs, c, reduce4x16(e, vadd4));
+  ms = mn;
+  alignas(64) float o[16];
+  _mm512_store_ps(o, c);
+  for (std::size_t h = 0; h < HC; ++h) cf[h] = o[4 * h];
+}
+
+/// The running state of heads [0, hc) (hc <= 4) of m, z as qk_softmax4 keeps it: 128-bit
+/// lane h of ms (zs) holds m[h] (z[h]) four times; lanes of absent heads hold -inf (0),
+/// which the update leaves as they are.
+inline void load_state4(const float* m, const float* z, std::size_t hc, __m512& ms,
+                        __m512& zs) noexcept {
+  alignas(64) float a[16], b[16];
+  for (std::size_t h = 0; h < 4; ++h)
+    for (std::size_t i = 0; i < 4; ++i) {
+      a[4 * h + i] = h < hc ? m[h] : -std::numeric_limits<float>::infinity();
+      b[4 * h + i] = h < hc ? z[h] : 0.0f;
+    }
+  ms = _mm512_load_ps(a);
+  zs = _mm512_load_ps(b);
+}
+inline void store_state4(float* m, float* z, std::size_t hc, __m512 ms, __m512 zs) noexcept {
+  alignas(64) float a[16], b[16];
+  _mm512_store_ps(a, ms);
+  _mm512_store_ps(b, zs);
+  for (std::size_t h = 0; h < hc; ++h) {
+    m[h] = a[4 * h];
+    z[h] = b[4 * h];
   }
 }
 
-/// qk_softmax4 over heads [h0, h0 + hn), hn <= HMAX, 4 at a time.
+/// qk_softmax4 over heads [h0, h0 + hn), hn <= HMAX, 4 at a time; ms[i], zs[i]: the state
+/// of heads h0 + 4i .. h0 + 4i + 3 (load_state4).
 template <std::size_t D, class T, std::size_t HMAX>
 inline void qk_softmax(const float* q, std::size_t h0, std::size_t hn, float scale,
-                       block16<T, HMAX>& b, const online_state& st) noexcept {
+                       block16<T, HMAX>& b, __m512* ms, __m512* zs) noexcept {
   for (std::size_t hb = 0; hb < hn; hb += 4) {
-    const std::size_t hh = h0 + hb;
-    const float* qh = q + hh * D;
+    const float* qh = q + (h0 + hb) * D;
+    __m512& m = ms[hb / 4];
+    __m512& z = zs[hb / 4];
     switch (hn - hb < 4 ? hn - hb : 4) {
-      case 1: qk_softmax4<D, T, 1>(qh, st.m + hh, st.z + hh, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
-      case 2: qk_softmax4<D, T, 2>(qh, st.m + hh, st.z + hh, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
-      case 3: qk_softmax4<D, T, 3>(qh, st.m + hh, st.z + hh, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
-      default: qk_softmax4<D, T, 4>(qh, st.m + hh, st.z + hh, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
+      case 1: qk_softmax4<D, T, 1>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
+      case 2: qk_softmax4<D, T, 2>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
+      case 3: qk_softmax4<D, T, 3>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
+      default: qk_softmax4<D, T, 4>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
     }
   }
+}
+/// The register state of heads [h0, h0 + hn) from / to st.
+inline void load_states(const online_state& st, std::size_t h0, std::size_t hn, __m512* ms,
+                        __m512* zs) noexcept {
+  for (std::size_t hb = 0; hb < hn; hb += 4)
+    load_state4(st.m + h0 + hb, st.z + h0 + hb, hn - hb < 4 ? hn - hb : 4, ms[hb / 4],
+                zs[hb / 4]);
+}
+inline void store_states(const online_state& st, std::size_t h0, std::size_t hn,
+                         const __m512* ms, const __m512* zs) noexcept {
+  for (std::size_t hb = 0; hb < hn; hb += 4)
+    store_state4(st.m + h0 + hb, st.z + h0 + hb, hn - hb < 4 ? hn - hb : 4, ms[hb / 4],
+                 zs[hb / 4]);
 }
 
 /// acc_h = acc_h * cf_h + sum_j pw[h][j] * V_j for heads [h0, h0 + hn): 4 heads at a time
@@ -417,24 +445,29 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
       }
     }
   }
+  __m512 ms[HMAX / 4], zs[HMAX / 4];
   if (g <= HMAX) {
+    load_states(st, 0, g, ms, zs);
     std::size_t cur = 0;
     bool pending = false;
     for (std::size_t b0 = 0; b0 < n; b0 += 16) {
       setup(blk[cur], b0);
-      qk_softmax<D, T, HMAX>(q, 0, g, scale, blk[cur], st);
+      qk_softmax<D, T, HMAX>(q, 0, g, scale, blk[cur], ms, zs);
       if (pending) v_update<D, T, HMAX>(0, g, blk[cur ^ 1], st);
       pending = true;
       cur ^= 1;
     }
     if (pending) v_update<D, T, HMAX>(0, g, blk[cur ^ 1], st);
+    store_states(st, 0, g, ms, zs);
     return;
   }
   for (std::size_t b0 = 0; b0 < n; b0 += 16) {
     setup(blk[0], b0);
     for (std::size_t h0 = 0; h0 < g; h0 += HMAX) {
       const std::size_t hn = g - h0 < HMAX ? g - h0 : HMAX;
-      qk_softmax<D, T, HMAX>(q, h0, hn, scale, blk[0], st);
+      load_states(st, h0, hn, ms, zs);
+      qk_softmax<D, T, HMAX>(q, h0, hn, scale, blk[0], ms, zs);
+      store_states(st, h0, hn, ms, zs);
       v_update<D, T, HMAX>(h0, hn, blk[0], st);
     }
   }
