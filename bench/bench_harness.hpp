@@ -21,16 +21,21 @@
 
 namespace sparq_bench {
 
-/// The command line both benchmark programs take: [--quick] [--json FILE] [--threads N].
+/// The command line the benchmark programs take: [--quick] [--json FILE] [--threads N], and
+/// [--dtype f16|f32|bf16] (the KV storage type) where the program offers it.
 struct options {
   bool quick = false;
   std::string json;
   std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
+  std::string dtype = "f16";
   int exit_code = -1;  ///< >= 0: exit with this code (usage printed)
 };
 
-inline options parse_options(int argc, char** argv) {
+inline options parse_options(int argc, char** argv, bool with_dtype = false) {
   options o;
+  const char* usage = with_dtype ? "usage: %s [--quick] [--json FILE] [--threads N] "
+                                   "[--dtype f16|f32|bf16]\n"
+                                 : "usage: %s [--quick] [--json FILE] [--threads N]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
@@ -39,8 +44,15 @@ inline options parse_options(int argc, char** argv) {
       o.json = argv[++i];
     } else if (a == "--threads" && i + 1 < argc) {
       o.threads = static_cast<std::size_t>(std::max(1L, std::strtol(argv[++i], nullptr, 10)));
+    } else if (with_dtype && a == "--dtype" && i + 1 < argc) {
+      o.dtype = argv[++i];
+      if (o.dtype != "f16" && o.dtype != "f32" && o.dtype != "bf16") {
+        std::fprintf(stderr, "%s: --dtype %s: allowed: f16, f32, bf16\n", argv[0], o.dtype.c_str());
+        o.exit_code = 2;
+        return o;
+      }
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--json FILE] [--threads N]\n", argv[0]);
+      std::fprintf(stderr, usage, argv[0]);
       o.exit_code = a == "--help" || a == "-h" ? 0 : 2;
       return o;
     }

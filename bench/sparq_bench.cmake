@@ -1,6 +1,15 @@
 # sparq-bench: the main job (SparQ vs dense with the in-process bandwidth roof).
 add_executable(sparq-bench ${CMAKE_CURRENT_LIST_DIR}/sparq_bench.cpp)
 sparq_target_defaults(sparq-bench)
+# Its command line (no benchmark runs: these exit before measuring anything).
+if(SPARQ_BUILD_TESTS AND NOT SPARQ_TESTS_ONLY)
+  add_test(NAME sparq_bench_usage COMMAND sparq-bench --help)
+  set_tests_properties(sparq_bench_usage PROPERTIES
+                       PASS_REGULAR_EXPRESSION "usage: .*sparq-bench .*--dtype f16\\|f32\\|bf16")
+  add_test(NAME sparq_bench_rejects_unknown_dtype COMMAND sparq-bench --dtype f64)
+  set_tests_properties(sparq_bench_rejects_unknown_dtype PROPERTIES
+                       PASS_REGULAR_EXPRESSION "--dtype f64: allowed: f16, f32, bf16")
+endif()
 
 # sparq-bench-kernels: Google Benchmark suite of the individual kernels.
 find_package(benchmark QUIET)

@@ -1,7 +1,8 @@
 // sparq-bench: SparQ vs dense decode attention on this machine, against an in-process
 // STREAM-like read roof.
 //
-// Model shape: d = 128, 32 query heads / 8 KV heads (GQA, g = 4), fp16 KV, batch 1.
+// Model shape: d = 128, 32 query heads / 8 KV heads (GQA, g = 4), fp16 KV (--dtype: f32 or
+// bf16 instead), batch 1.
 // S in {4096, 16384, 65536}; r = 16, k = S/16, l = k/4. Both methods run through
 // sparq::batch_step (include/sparq/parallel.hpp) on --threads threads.
 //
@@ -14,7 +15,7 @@
 // round of every case (the bandwidth a shared host gives drifts); each case's fractions use
 // the median of its own samples.
 //
-// Usage: sparq-bench [--quick] [--json FILE] [--threads N]
+// Usage: sparq-bench [--quick] [--json FILE] [--threads N] [--dtype f16|f32|bf16]
 
 #include "bench_harness.hpp"
 
@@ -50,8 +51,8 @@ struct case_result {
 };
 
 constexpr std::size_t d = 128, q_heads = 32, kv_heads = 8, g = q_heads / kv_heads, rank = 16;
-using T = sparq::f16;
 
+template <class T>
 case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, bool quick,
                      std::size_t rotate_bytes, roof_meter& meter) {
   case_result res;
@@ -91,7 +92,7 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
       for (std::size_t i = 0; i < d; ++i) qh[i] = 0.3f * nd(rng);
       const auto keys = caches[0]->keys(0, h / g);
       for (int t = 0; t < 4; ++t) {
-        const sparq::f16* kr = keys.row(pick(rng));
+        const T* kr = keys.row(pick(rng));
         for (std::size_t i = 0; i < d; ++i) qh[i] += 0.5f * sparq::to_float(kr[i]);
       }
     }
@@ -155,8 +156,9 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
 }  // namespace
 
 int main(int argc, char** argv) {
-  const options opt = parse_options(argc, argv);
+  const options opt = parse_options(argc, argv, true);
   if (opt.exit_code >= 0) return opt.exit_code;
+  const char* dt = opt.dtype.c_str();
   const bool quick = opt.quick;
   const std::string json = opt.json;
   const std::size_t nth = opt.threads;
@@ -169,8 +171,8 @@ int main(int argc, char** argv) {
   const double roof = meter.measure(quick ? 3 : 9, roof_cpu);
 
   std::printf("sparq-bench: SparQ vs dense decode attention, batch 1, d = %zu, %zu query / %zu KV "
-              "heads, f16 KV, r = %zu, k = S/16, l = k/4\n",
-              d, q_heads, kv_heads, rank);
+              "heads, %s KV, r = %zu, k = S/16, l = k/4\n",
+              d, q_heads, kv_heads, dt, rank);
   std::printf("cpu: %s, %zu thread(s), LLC %.0f MiB; caches rotated over >= %.0f MiB; SIMD "
               "lanes %zu\n",
               cpu_model().c_str(), nth, llc / 1048576.0, big / 1048576.0, sparq::detail::lanes);
@@ -184,7 +186,10 @@ int main(int argc, char** argv) {
 
   std::vector<case_result> results;
   for (std::size_t S : {std::size_t{4096}, std::size_t{16384}, std::size_t{65536}}) {
-    const case_result r = run_case(S, pool, nth, quick, big, meter);
+    const case_result r =
+        opt.dtype == "f32"    ? run_case<float>(S, pool, nth, quick, big, meter)
+        : opt.dtype == "bf16" ? run_case<sparq::bf16>(S, pool, nth, quick, big, meter)
+                              : run_case<sparq::f16>(S, pool, nth, quick, big, meter);
     const double dg = r.dense_bytes / r.dense_us * 1e-3, sg = r.sparq_bytes / r.sparq_us * 1e-3;
     std::printf("%7zu %6zu %5zu | %10.1f %10.1f %6.2fx | %9.2f %9.2f | %8.1f %8.1f %8.1f | "
                 "%5.0f%% %5.0f%%\n",
@@ -226,13 +231,13 @@ int main(int argc, char** argv) {
       const auto& r = results[i];
       const double dg = r.dense_bytes / r.dense_us * 1e-3, sg = r.sparq_bytes / r.sparq_us * 1e-3;
       std::fprintf(f,
-                   "%s\n  {\"seq_len\": %zu, \"dtype\": \"f16\", \"head_dim\": %zu, \"q_heads\": "
+                   "%s\n  {\"seq_len\": %zu, \"dtype\": \"%s\", \"head_dim\": %zu, \"q_heads\": "
                    "%zu, \"kv_heads\": %zu, \"rank\": %zu, \"top_k\": %zu, \"local\": %zu, "
                    "\"dense_us\": %.3f, \"sparq_us\": %.3f, \"speedup\": %.4f, \"dense_bytes\": "
                    "%zu, \"sparq_bytes\": %zu, \"dense_gbps\": %.3f, \"sparq_gbps\": %.3f, "
                    "\"case_roof_gbps\": %.3f, \"dense_roof_fraction\": %.4f, \"sparq_roof_fraction\": "
                    "%.4f, \"dense_cpu_us\": %.3f, \"sparq_cpu_us\": %.3f}",
-                   i ? "," : "", r.S, d, q_heads, kv_heads, rank, r.k, r.l, r.dense_us,
+                   i ? "," : "", r.S, dt, d, q_heads, kv_heads, rank, r.k, r.l, r.dense_us,
                    r.sparq_us, r.dense_us / r.sparq_us, r.dense_bytes, r.sparq_bytes, dg, sg,
                    r.roof, dg / r.roof, sg / r.roof, r.dense_cpu_us, r.sparq_cpu_us);
     }
