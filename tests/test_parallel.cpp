@@ -306,7 +306,10 @@ TEST(parallel, ConstructorAndPrepareErrorsNameTheArgument) {
   small.bytes = st.workspace_bytes() - 1;
   EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), data.cache, small, 1), "workspace.bytes");
   EXPECT_SPARQ_ERROR(st.prepare(q, out.data(), data.cache, sparq::workspace{}, 1),
-                     "workspace.bytes");
+                     "workspace.data is null");
+  EXPECT_SPARQ_ERROR(
+      st.prepare(q, out.data(), data.cache, sparq::workspace{nullptr, st.workspace_bytes()}, 1),
+      "workspace.data is null");
   EXPECT_SPARQ_ERROR(st.prepare(nullptr, out.data(), data.cache, buf.ws(), 1), "q is null");
   EXPECT_SPARQ_ERROR(st.prepare(q, nullptr, data.cache, buf.ws(), 1), "out is null");
 
@@ -347,6 +350,7 @@ TEST(parallelDeathTest, RunPhaseWithWrongThreadsAborts) {
   sparq::batch_step<T> st(2, 2, 2, 32, kD, cfg, 4);
   std::vector<float> out(2 * 2 * 2 * kD);
   scratch_buffer buf(st.workspace_bytes());
+  EXPECT_DEATH(st.run_phase(0, 0, 1), "run_phase before a successful prepare\\(\\)");
   st.prepare(data.q.data(), out.data(), data.cache, buf.ws(), 2);
   EXPECT_DEATH(st.run_phase(0, 0, 3), "nth differs from prepare\\(\\)'s nth \\(3 vs 2\\)");
   EXPECT_DEATH(st.run_phase(0, 2, 2), "ith >= nth \\(2 vs 2\\)");

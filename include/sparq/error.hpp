@@ -37,6 +37,12 @@ template <class... Parts>
 /// A broken precondition inside a noexcept hot path (one the API boundary cannot check, e.g.
 /// a thread index an engine passes to a phase): prints "sparq: contract violation: ..." to
 /// stderr and aborts, rather than writing out of bounds. Never allocates.
+[[noreturn]] inline void contract_violation(const char* what) noexcept {
+  std::fprintf(stderr, "sparq: contract violation: %s\n", what);
+  std::fflush(stderr);
+  std::abort();
+}
+/// The same, with the two values that disagree.
 [[noreturn]] inline void contract_violation(const char* what, unsigned long long a,
                                             unsigned long long b) noexcept {
   std::fprintf(stderr, "sparq: contract violation: %s (%llu vs %llu)\n", what, a, b);

@@ -327,7 +327,8 @@ class batch_step {
     if (nth == 0 || nth > max_threads_)
       detail::fail("batch_step::prepare: nth = ", nth, "; allowed: 1 <= nth <= max_threads (",
                    max_threads_, ")");
-    if (ws.data == nullptr || ws.bytes < workspace_bytes())
+    if (ws.data == nullptr) detail::fail("batch_step::prepare: workspace.data is null");
+    if (ws.bytes < workspace_bytes())
       detail::fail("batch_step::prepare: workspace.bytes = ", ws.bytes, "; need >= ",
                    workspace_bytes(), " (workspace_bytes())");
     if (q == nullptr) detail::fail("batch_step::prepare: q is null");
@@ -448,11 +449,13 @@ class batch_step {
   std::size_t threads() const noexcept { return nth_; }
 
   /// Does thread ith's share of phase p. Every thread must finish phase p before any starts
-  /// phase p + 1. Requires nth == threads() (prepare's nth), ith < nth and p < phases();
-  /// otherwise prints the violated condition and aborts (a different nth would send threads
-  /// to scratch slots that were never planned).
+  /// phase p + 1. Requires a successful prepare(), nth == threads() (prepare's nth), ith < nth
+  /// and p < phases(); otherwise prints the violated condition and aborts (a different nth
+  /// would send threads to scratch slots that were never planned).
   template <class Traffic = no_traffic>
   void run_phase(std::size_t p, std::size_t ith, std::size_t nth, Traffic& traffic) noexcept {
+    if (base_ == nullptr)
+      detail::contract_violation("batch_step::run_phase before a successful prepare()");
     if (nth != nth_)
       detail::contract_violation("batch_step::run_phase: nth differs from prepare()'s nth", nth,
                                  nth_);
