@@ -13,7 +13,6 @@
 #include <cstddef>
 #include <fstream>
 #include <memory>
-#include <new>
 #include <string>
 #include <thread>
 #include <time.h>
@@ -34,9 +33,6 @@ struct options {
 
 inline options parse_options(int argc, char** argv, bool with_dtype = false) {
   options o;
-  const char* usage = with_dtype ? "usage: %s [--quick] [--json FILE] [--threads N] "
-                                   "[--dtype f16|f32|bf16]\n"
-                                 : "usage: %s [--quick] [--json FILE] [--threads N]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
@@ -53,7 +49,8 @@ inline options parse_options(int argc, char** argv, bool with_dtype = false) {
         return o;
       }
     } else {
-      std::fprintf(stderr, usage, argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--json FILE] [--threads N]%s\n", argv[0],
+                   with_dtype ? " [--dtype f16|f32|bf16]" : "");
       o.exit_code = a == "--help" || a == "-h" ? 0 : 2;
       return o;
     }
@@ -96,6 +93,21 @@ inline double sum_floats(const float* a, std::size_t n) noexcept {
   return s;
 }
 
+struct free_delete {
+  void operator()(void* p) const noexcept { std::free(p); }
+};
+/// n elements of T on an `align`-byte boundary (align: a power of two >= alignof(T)), the
+/// block rounded up to a multiple of align; aborts when memory runs out.
+template <class T>
+using aligned_array = std::unique_ptr<T[], free_delete>;
+template <class T>
+aligned_array<T> make_aligned_array(std::size_t n, std::size_t align) {
+  const std::size_t bytes = (n * sizeof(T) + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, bytes);
+  if (!p) std::abort();
+  return aligned_array<T>(static_cast<T*>(p));
+}
+
 inline std::size_t llc_bytes() {
   long l3 = -1;
 #ifdef _SC_LEVEL3_CACHE_SIZE
@@ -128,11 +140,11 @@ class roof_meter {
   roof_meter(sparq::thread_pool& pool, std::size_t nth, std::size_t bytes)
       : pool_(pool),
         nth_(nth),
-        n_(bytes / sizeof(float) / 16 * 16),
-        a_(static_cast<float*>(::operator new(n_ * sizeof(float), std::align_val_t{64}))) {
+        n_(bytes / sizeof(float)),
+        a_(make_aligned_array<float>(n_, 64)) {
     pool_.run(nth_, [&](std::size_t ith) {
       const std::size_t i0 = ith * n_ / nth_, i1 = (ith + 1) * n_ / nth_;
-      for (std::size_t i = i0; i < i1; ++i) a_.get()[i] = static_cast<float>(i & 7);
+      for (std::size_t i = i0; i < i1; ++i) a_[i] = static_cast<float>(i & 7);
     });
   }
   std::size_t bytes() const noexcept { return n_ * sizeof(float); }
@@ -166,12 +178,9 @@ class roof_meter {
     return sum_floats(a_.get() + i0, i1 - i0);
   }
 
-  struct aligned_delete {
-    void operator()(float* p) const noexcept { ::operator delete(p, std::align_val_t{64}); }
-  };
   sparq::thread_pool& pool_;
   std::size_t nth_, n_;
-  std::unique_ptr<float, aligned_delete> a_;
+  aligned_array<float> a_;
 };
 
 /// Times steps of `st` over `caches` (prepare + every phase on nth threads of `pool`),

@@ -46,17 +46,13 @@ constexpr std::size_t CH = sparq::parallel_chunk, AB = sparq::parallel_attend_bl
 
 bool g_thp = false;  // --thp: back K, Kt, V with transparent huge pages (madvise)
 
-struct free_deleter {
-  void operator()(void* p) const noexcept { std::free(p); }
-};
+using sparq_bench::aligned_array;
 template <class T>
-std::unique_ptr<T[], free_deleter> alloc_array(std::size_t n) {
-  const std::size_t align = std::size_t{2} << 20;
-  const std::size_t bytes = (n * sizeof(T) + align - 1) / align * align;
-  void* p = std::aligned_alloc(align, bytes);
-  if (!p) std::abort();
-  if (g_thp) madvise(p, bytes, MADV_HUGEPAGE);
-  return std::unique_ptr<T[], free_deleter>(static_cast<T*>(p));
+aligned_array<T> alloc_array(std::size_t n) {
+  constexpr std::size_t align = std::size_t{2} << 20;
+  auto a = sparq_bench::make_aligned_array<T>(n, align);
+  if (g_thp) madvise(a.get(), (n * sizeof(T) + align - 1) / align * align, MADV_HUGEPAGE);
+  return a;
 }
 
 double now_us() {
@@ -90,7 +86,7 @@ template <class T>
 struct harness {
   std::size_t S, k, l, copies;
   float scale;
-  std::vector<std::unique_ptr<T[], free_deleter>> kbuf, ktbuf, vbuf;  // per copy: [H][S][d], [H][d][S]
+  std::vector<aligned_array<T>> kbuf, ktbuf, vbuf;  // per copy: [H][S][d], [H][d][S]
   std::vector<float> vmean;                              // [H][d]
   std::vector<float> q;                                  // [H][g][d]
   std::vector<float> out;

@@ -340,9 +340,9 @@ TEST(parallel, ConstructorAndPrepareErrorsNameTheArgument) {
   check_items(data, out, [&](std::size_t) { return cfg; }, [](std::size_t) { return false; });
 }
 
-// run_phase cannot throw (noexcept, called from an engine's threads): a thread count or
-// index that does not match prepare() aborts with the violated condition instead of sending
-// threads to scratch that was never planned.
+// run_phase cannot throw (noexcept, called from an engine's threads): a call before
+// prepare(), or a thread count or index that does not match it, aborts with the violated
+// condition instead of sending threads to scratch that was never planned.
 TEST(parallelDeathTest, RunPhaseWithWrongThreadsAborts) {
   using T = float;
   const auto cfg = small_cfg();

@@ -39,8 +39,9 @@
 /// Allocates: the plan allocates its item table once; prepare/run_phase never allocate (all
 /// scratch is carved from the caller's workspace, planned for `max_threads`). Throws: the
 /// constructor, prepare and run (sparq::error, on bad sizes or an nth that differs from
-/// prepare's); the phases never: run_phase called with another nth than prepare's (see
-/// threads()), ith >= nth or p >= phases() prints the violated condition and aborts.
+/// prepare's); the phases never: run_phase called before a successful prepare, with another
+/// nth than prepare's (see threads()), ith >= nth or p >= phases() prints the violated
+/// condition and aborts.
 ///
 /// Traffic: the policy's calls are made by whichever thread does the work; a counting
 /// policy (traffic_counter) is not thread-safe, so count with nth = 1.

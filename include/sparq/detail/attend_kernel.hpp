@@ -248,7 +248,7 @@ inline __m512 lane_bcast(__m512 x) noexcept {
 /// widened once for the HC heads; the 16 x HC partial dot products reduced with reduce16,
 /// so one vector holds 16 logits of a head), then the online-softmax update of the HC heads,
 /// vectorised across them: ms, zs (128-bit lane h: head h's running max and sum, see
-/// load_state4), and pw[0..HC)[16], cf[0..HC). The running state stays in registers from
+/// load_states), and pw[0..HC)[16], cf[0..HC). The running state stays in registers from
 /// block to block (built from and written to memory it made each block wait on
 /// store-to-load forwarding).
 /// Rows j >= nb are read from krows[j] (any valid row) and masked out of the softmax.
@@ -308,32 +308,8 @@ inline void qk_softmax4(const float* q, __m512& ms, __m512& zs, float scale,
   for (std::size_t h = 0; h < HC; ++h) cf[h] = o[4 * h];
 }
 
-/// The running state of heads [0, hc) (hc <= 4) of m, z as qk_softmax4 keeps it: 128-bit
-/// lane h of ms (zs) holds m[h] (z[h]) four times; lanes of absent heads hold -inf (0),
-/// which the update leaves as they are.
-inline void load_state4(const float* m, const float* z, std::size_t hc, __m512& ms,
-                        __m512& zs) noexcept {
-  alignas(64) float a[16], b[16];
-  for (std::size_t h = 0; h < 4; ++h)
-    for (std::size_t i = 0; i < 4; ++i) {
-      a[4 * h + i] = h < hc ? m[h] : -std::numeric_limits<float>::infinity();
-      b[4 * h + i] = h < hc ? z[h] : 0.0f;
-    }
-  ms = _mm512_load_ps(a);
-  zs = _mm512_load_ps(b);
-}
-inline void store_state4(float* m, float* z, std::size_t hc, __m512 ms, __m512 zs) noexcept {
-  alignas(64) float a[16], b[16];
-  _mm512_store_ps(a, ms);
-  _mm512_store_ps(b, zs);
-  for (std::size_t h = 0; h < hc; ++h) {
-    m[h] = a[4 * h];
-    z[h] = b[4 * h];
-  }
-}
-
 /// qk_softmax4 over heads [h0, h0 + hn), hn <= HMAX, 4 at a time; ms[i], zs[i]: the state
-/// of heads h0 + 4i .. h0 + 4i + 3 (load_state4).
+/// of heads h0 + 4i .. h0 + 4i + 3 (load_states).
 template <std::size_t D, class T, std::size_t HMAX>
 inline void qk_softmax(const float* q, std::size_t h0, std::size_t hn, float scale,
                        block16<T, HMAX>& b, __m512* ms, __m512* zs) noexcept {
@@ -349,18 +325,33 @@ inline void qk_softmax(const float* q, std::size_t h0, std::size_t hn, float sca
     }
   }
 }
-/// The register state of heads [h0, h0 + hn) from / to st.
+/// The running state of heads [h0, h0 + hn) as qk_softmax4 keeps it in registers: 128-bit
+/// lane h of ms[i] (zs[i]) holds st.m (st.z) of head h0 + 4i + h four times; lanes of absent
+/// heads hold -inf (0), which the update leaves as they are. store_states writes it back.
 inline void load_states(const online_state& st, std::size_t h0, std::size_t hn, __m512* ms,
                         __m512* zs) noexcept {
-  for (std::size_t hb = 0; hb < hn; hb += 4)
-    load_state4(st.m + h0 + hb, st.z + h0 + hb, hn - hb < 4 ? hn - hb : 4, ms[hb / 4],
-                zs[hb / 4]);
+  alignas(64) float a[16], b[16];
+  for (std::size_t hb = 0; hb < hn; hb += 4) {
+    for (std::size_t i = 0; i < 16; ++i) {
+      const bool present = hb + i / 4 < hn;
+      a[i] = present ? st.m[h0 + hb + i / 4] : -std::numeric_limits<float>::infinity();
+      b[i] = present ? st.z[h0 + hb + i / 4] : 0.0f;
+    }
+    ms[hb / 4] = _mm512_load_ps(a);
+    zs[hb / 4] = _mm512_load_ps(b);
+  }
 }
 inline void store_states(const online_state& st, std::size_t h0, std::size_t hn,
                          const __m512* ms, const __m512* zs) noexcept {
-  for (std::size_t hb = 0; hb < hn; hb += 4)
-    store_state4(st.m + h0 + hb, st.z + h0 + hb, hn - hb < 4 ? hn - hb : 4, ms[hb / 4],
-                 zs[hb / 4]);
+  alignas(64) float a[16], b[16];
+  for (std::size_t hb = 0; hb < hn; hb += 4) {
+    _mm512_store_ps(a, ms[hb / 4]);
+    _mm512_store_ps(b, zs[hb / 4]);
+    for (std::size_t h = hb; h < hn && h < hb + 4; ++h) {
+      st.m[h0 + h] = a[4 * (h - hb)];
+      st.z[h0 + h] = b[4 * (h - hb)];
+    }
+  }
 }
 
 /// acc_h = acc_h * cf_h + sum_j pw[h][j] * V_j for heads [h0, h0 + hn): 4 heads at a time
