@@ -1,8 +1,9 @@
 #pragma once
 // The measuring harness shared by sparq-bench, sparq-bench-paged and prof-phases: thread CPU
 // time, medians, a streaming float sum, the last-level cache size, the CPU name, the
-// in-process STREAM-like read roof, and timing of a batch_step whose successive steps rotate over copies of a cache larger than the LLC (so
-// every step streams from DRAM).
+// in-process STREAM-like read roof, timing of a batch_step whose successive steps rotate over
+// copies of a cache larger than the LLC (so every step streams from DRAM), and the pattern
+// read (a plain read of a SparQ step's own bytes in its own order, rotated the same way).
 
 #include <sparq/parallel.hpp>
 
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstddef>
+#include <cstdint>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -222,6 +224,81 @@ double time_rotating(Step& st, sparq::thread_pool& pool, std::size_t nth, const 
     c = (c + 1) % caches.size();
   }
   cpu_us = median(cus);
+  return median(us);
+}
+
+/// What one SparQ step of one KV head read: the r Kt rows it chose (stage 1) and the positions
+/// whose K and V rows it fetched (stage 2), as sparq::step reports them.
+struct head_pattern {
+  std::vector<std::uint32_t> dims, positions;
+};
+
+/// The pattern read of a SparQ step: a plain read of exactly the bytes the step's kernels
+/// read, in the step's order (per KV head: its r Kt rows front to back; then its K and V rows
+/// at the chosen positions, ascending, 16 rows at a time (K rows, then V rows), every line
+/// prefetched 32 rows ahead as stage 2 does), summed as floats with no other arithmetic.
+/// Scattered rows are served slower than a stream; this measures how much slower on this
+/// machine. A yardstick, not a bound: a kernel that keeps more loads in flight can beat it.
+/// KV heads go to threads round-robin (a head is never split over threads, unlike
+/// batch_step's S-split when heads < threads).
+template <class Cache>
+double read_pattern(const Cache& cache, const std::vector<head_pattern>& pat, std::size_t ith,
+                    std::size_t nth) noexcept {
+  double s = 0;
+  for (std::size_t h = ith; h < pat.size(); h += nth) {
+    const auto kv = cache.head(0, h);
+    using T = typename decltype(kv.k)::element_type;
+    auto sum = [](const void* p, std::size_t bytes) {
+      return sum_floats(static_cast<const float*>(p), bytes / sizeof(float));
+    };
+    for (const std::uint32_t i : pat[h].dims) s += sum(kv.kt.dim_row(i), kv.kt.length * sizeof(T));
+    const std::size_t row_bytes = kv.k.dim * sizeof(T);
+    const auto& pos = pat[h].positions;
+    constexpr std::size_t pf = 32;
+    auto fetch = [&](std::size_t j) {
+      const char* kr = reinterpret_cast<const char*>(kv.k.row(pos[j]));
+      const char* vr = reinterpret_cast<const char*>(kv.v.row(pos[j]));
+      for (std::size_t o = 0; o < row_bytes; o += 64) {
+        sparq::detail::prefetch(kr + o);
+        sparq::detail::prefetch(vr + o);
+      }
+    };
+    for (std::size_t j = 0; j < pf && j < pos.size(); ++j) fetch(j);
+    for (std::size_t b = 0; b < pos.size(); b += 16) {
+      const std::size_t e = pos.size() - b < 16 ? pos.size() : b + 16;
+      for (std::size_t j = b + pf; j < e + pf && j < pos.size(); ++j) fetch(j);
+      for (std::size_t j = b; j < e; ++j) s += sum(kv.k.row(pos[j]), row_bytes);
+      for (std::size_t j = b; j < e; ++j) s += sum(kv.v.row(pos[j]), row_bytes);
+    }
+    s += sum(kv.v_mean, kv.k.dim * sizeof(float));
+  }
+  return s;
+}
+
+/// Median wall-clock us of read_pattern on nth threads of `pool`, rotating over `caches` as
+/// time_rotating does (one warm-up pass, then at least 5 reads and budget_s seconds).
+template <class Cache>
+double time_pattern(sparq::thread_pool& pool, std::size_t nth,
+                    const std::vector<std::unique_ptr<Cache>>& caches,
+                    const std::vector<head_pattern>& pat, double budget_s) {
+  std::vector<double> sums(nth * 8);
+  auto one = [&](const Cache& c) {
+    pool.run(nth, [&](std::size_t ith) { sums[ith * 8] += read_pattern(c, pat, ith, nth); });
+  };
+  for (const auto& c : caches) one(*c);
+  std::vector<double> us;
+  std::size_t c = 0;
+  const auto start = clock_type::now();
+  while (us.size() < 5 ||
+         (us.size() < 5000 &&
+          std::chrono::duration<double>(clock_type::now() - start).count() < budget_s)) {
+    const auto t0 = clock_type::now();
+    one(*caches[c]);
+    us.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+    c = (c + 1) % caches.size();
+  }
+  volatile double sink = 0;
+  for (const double x : sums) sink = sink + x;
   return median(us);
 }
 

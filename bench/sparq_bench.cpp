@@ -13,7 +13,10 @@
 // same arithmetic), not a formula. The roof is a multi-threaded sum of a float array of
 // max(1 GiB, 2 x LLC) on the same threads in this process, sampled before and after every
 // round of every case (the bandwidth a shared host gives drifts); each case's fractions use
-// the median of its own samples.
+// the median of its own samples. The pattern read (sparq_bench::time_pattern) replays each
+// KV head's SparQ reads (its r Kt rows, its K/V rows) as a plain loop, in the same rounds:
+// what this access pattern costs on this machine without the kernels' arithmetic. It is a
+// yardstick, not a bound (a kernel that overlaps its loads better can beat a plain loop).
 //
 // Usage: sparq-bench [--quick] [--json FILE] [--threads N] [--dtype f16|f32|bf16]
 
@@ -48,6 +51,7 @@ struct case_result {
   std::size_t dense_bytes = 0, sparq_bytes = 0;
   double max_rel_diff = 0;
   double roof = 0, roof_cpu = 0;  // GB/s, sampled next to this case's timings (median)
+  double pattern_us = 0;          // plain read of SparQ's bytes in its order (median)
 };
 
 constexpr std::size_t d = 128, q_heads = 32, kv_heads = 8, g = q_heads / kv_heads, rank = 16;
@@ -120,6 +124,32 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
   }
   res.max_rel_diff = std::sqrt(num / den);
 
+  // What each KV head's SparQ step reads (its r Kt rows and its positions), from sparq::step
+  // on the same queries: the access pattern the pattern read replays.
+  std::vector<head_pattern> pattern(kv_heads);
+  {
+    std::vector<unsigned char> ws(sparq::step_workspace_bytes(g, S, d, cfg));
+    std::vector<float> o(g * d);
+    for (std::size_t h = 0; h < kv_heads; ++h) {
+      const sparq::step_result sr = sparq::step(q.data() + h * g * d, g, caches[0]->head(0, h),
+                                                cfg, sparq::workspace{ws.data(), ws.size()},
+                                                o.data());
+      pattern[h].dims.assign(sr.components, sr.components + sr.n_components);
+      pattern[h].positions.assign(sr.positions, sr.positions + sr.n_positions);
+    }
+  }
+  // The replay must read what the step reads: the same bytes traffic_counter counted.
+  std::size_t pattern_bytes = 0;
+  for (const auto& p : pattern)
+    pattern_bytes +=
+        (p.dims.size() * S + p.positions.size() * 2 * d) * sizeof(T) + d * sizeof(float);
+  if (pattern_bytes != res.sparq_bytes) {
+    std::fprintf(stderr,
+                 "sparq-bench: the pattern read would read %zu bytes, the SparQ step reads %zu\n",
+                 pattern_bytes, res.sparq_bytes);
+    std::exit(1);
+  }
+
   // Timed: rotate over the copies; median of the per-step times.
   const double budget = quick ? 0.25 : 1.5;
   auto time_it = [&](sparq::batch_step<T>& st, const sparq::workspace& ws, float* out,
@@ -129,7 +159,7 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
   // Interleave the two methods over a few rounds so drift hits both alike.
   // The roof is sampled before and after each round: the bandwidth a shared host gives
   // drifts by tens of percent over minutes, so fractions use the roof of their own case.
-  std::vector<double> td, ts, cd, cs, rw, rc;
+  std::vector<double> td, ts, tp, cd, cs, rw, rc;
   auto sample_roof = [&] {
     double c = 0;
     rw.push_back(meter.measure(quick ? 1 : 3, c));
@@ -140,6 +170,7 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
     sample_roof();
     td.push_back(time_it(de, wsd, out_d.data(), c1));
     ts.push_back(time_it(sp, wss, out_s.data(), c2));
+    tp.push_back(time_pattern(pool, nth, caches, pattern, budget));
     sample_roof();
     cd.push_back(c1);
     cs.push_back(c2);
@@ -148,6 +179,7 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
   res.roof_cpu = median(rc);
   res.dense_us = median(td);
   res.sparq_us = median(ts);
+  res.pattern_us = median(tp);
   res.dense_cpu_us = median(cd);
   res.sparq_cpu_us = median(cs);
   return res;
@@ -213,6 +245,19 @@ int main(int argc, char** argv) {
                 r.dense_cpu_us, r.sparq_cpu_us, r.dense_cpu_us / r.sparq_cpu_us, dg, sg,
                 100 * dg / r.roof_cpu, 100 * sg / r.roof_cpu);
   }
+  std::printf("\nSparQ against a plain read of its own bytes in its own order (per KV head: "
+              "its r Kt rows, then the K and V\nrows at its positions, 16 at a time, prefetched "
+              "as stage 2 does; no attention arithmetic). pat_roof: that read's\nGB/s as a "
+              "fraction of the roof (scattered rows are served slower than a stream); s_vs_pat: "
+              "pattern_us / sparq_us.\nA yardstick, not a bound: a kernel that overlaps its "
+              "loads better than a plain loop can beat it.\n");
+  std::printf("%7s | %10s %10s %8s | %8s %8s\n", "S", "sparq_us", "pattern_us", "pat_GBs",
+              "pat_roof", "s_vs_pat");
+  for (const auto& r : results) {
+    const double pg = r.sparq_bytes / r.pattern_us * 1e-3;
+    std::printf("%7zu | %10.1f %10.1f %8.1f | %7.0f%% %7.0f%%\n", r.S, r.sparq_us, r.pattern_us,
+                pg, 100 * pg / r.roof, 100 * r.pattern_us / r.sparq_us);
+  }
   std::printf("\nSparQ vs dense output (synthetic keys, peaked queries), relative L2 difference:");
   for (const auto& r : results) std::printf(" S=%zu: %.3f", r.S, r.max_rel_diff);
   std::printf("\n");
@@ -236,10 +281,12 @@ int main(int argc, char** argv) {
                    "\"dense_us\": %.3f, \"sparq_us\": %.3f, \"speedup\": %.4f, \"dense_bytes\": "
                    "%zu, \"sparq_bytes\": %zu, \"dense_gbps\": %.3f, \"sparq_gbps\": %.3f, "
                    "\"case_roof_gbps\": %.3f, \"dense_roof_fraction\": %.4f, \"sparq_roof_fraction\": "
-                   "%.4f, \"dense_cpu_us\": %.3f, \"sparq_cpu_us\": %.3f}",
+                   "%.4f, \"dense_cpu_us\": %.3f, \"sparq_cpu_us\": %.3f, "
+                   "\"pattern_us\": %.3f, \"pattern_gbps\": %.3f, \"sparq_vs_pattern\": %.4f}",
                    i ? "," : "", r.S, dt, d, q_heads, kv_heads, rank, r.k, r.l, r.dense_us,
                    r.sparq_us, r.dense_us / r.sparq_us, r.dense_bytes, r.sparq_bytes, dg, sg,
-                   r.roof, dg / r.roof, sg / r.roof, r.dense_cpu_us, r.sparq_cpu_us);
+                   r.roof, dg / r.roof, sg / r.roof, r.dense_cpu_us, r.sparq_cpu_us, r.pattern_us,
+                   r.sparq_bytes / r.pattern_us * 1e-3, r.pattern_us / r.sparq_us);
     }
     std::fprintf(f, "\n]}\n");
     std::fclose(f);
