@@ -20,6 +20,7 @@
 //   top-k over 64k scores, k in {128, 4096}: sparq::top_k vs std::nth_element, partial_sort
 //   traffic/none vs traffic/counter: what the traffic policy costs (the default: nothing)
 //   attend/hot: the gathered attention kernel's arithmetic alone (rows resident in L1)
+//   dense/layout: dense_step from DRAM with packed, K|V-interleaved and token-major rows
 
 #include <benchmark/benchmark.h>
 
@@ -231,6 +232,48 @@ void bm_attend_hot(benchmark::State& state) {
                                   benchmark::Counter::kInvert);
 }
 
+// dense_step over one KV head's rows (S = 65536, g = 4, f16) in three cache layouts an engine
+// may hand over: packed ([H][S][d] K and V: row stride d), K|V interleaved per position (row
+// stride 2d) and token-major ([S][H][d] with H = 8: row stride 8d). All 8 heads of each layout
+// are allocated (256 MiB per layout) and iterations rotate over the heads, so a head's rows
+// were last touched 7 heads (224 MiB) ago: DRAM, not cache. Same bytes in every layout.
+enum class kv_layout { packed, interleaved, token_major };
+void bm_dense_layout(benchmark::State& state, kv_layout lay) {
+  using T = sparq::f16;
+  constexpr std::size_t S = 65536, H = 8, g = 4;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  std::vector<T> a(H * S * d), b(H * S * d);  // K and V, or interleaved K|V across both
+  for (auto& x : a) x = sparq::from_float<T>(nd(rng));
+  for (auto& x : b) x = sparq::from_float<T>(nd(rng));
+  auto views = [&](std::size_t h) {
+    using view = sparq::rows_view<const T>;
+    switch (lay) {
+      case kv_layout::interleaved: {  // head h's [S][K|V] rows: heads 0-3 in a, 4-7 in b
+        const T* base = (h < H / 2 ? a.data() : b.data()) + (h % (H / 2)) * S * 2 * d;
+        return std::pair<view, view>{{base, S, d, 2 * d}, {base + d, S, d, 2 * d}};
+      }
+      case kv_layout::token_major:
+        return std::pair<view, view>{{a.data() + h * d, S, d, H * d},
+                                     {b.data() + h * d, S, d, H * d}};
+      default:
+        return std::pair<view, view>{{a.data() + h * S * d, S, d, d}, {b.data() + h * S * d, S, d, d}};
+    }
+  };
+  std::vector<float> q(g * d), out(g * d);
+  for (auto& x : q) x = nd(rng);
+  std::vector<unsigned char> ws(sparq::dense_workspace_bytes(g, d));
+  std::size_t h = 0;
+  for (auto _ : state) {
+    const auto kv = views(h);
+    sparq::dense_step(q.data(), g, kv.first, kv.second, 0.0f,
+                      sparq::workspace{ws.data(), ws.size()}, out.data());
+    benchmark::DoNotOptimize(out.data());
+    h = (h + 1) % H;
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(2 * S * d * sizeof(T) * state.iterations()));
+}
+
 void register_all() {
   benchmark::RegisterBenchmark("traffic/none/f16/g4/S16384", bm_traffic<sparq::no_traffic>)
       ->Unit(benchmark::kMicrosecond);
@@ -239,6 +282,15 @@ void register_all() {
   benchmark::RegisterBenchmark("attend/hot/f16/g4/n4096", bm_attend_hot<sparq::f16>)
       ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("attend/hot/f32/g4/n4096", bm_attend_hot<float>)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("dense/layout/packed/f16/g4/S65536", bm_dense_layout,
+                               kv_layout::packed)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("dense/layout/kv_interleaved/f16/g4/S65536", bm_dense_layout,
+                               kv_layout::interleaved)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("dense/layout/token_major8/f16/g4/S65536", bm_dense_layout,
+                               kv_layout::token_major)
       ->Unit(benchmark::kMicrosecond);
   const std::size_t Ks[] = {1024, 4096, 16384, 65536, 131072};
   // Main sweep: f16, GQA 32/8, batch 1.
