@@ -89,6 +89,7 @@ inline double sum_floats(const float* a, std::size_t n) noexcept {
     s2 += fbatch::load_unaligned(a + i + 2 * L);
     s3 += fbatch::load_unaligned(a + i + 3 * L);
   }
+  for (; i + L <= n; i += L) s0 += fbatch::load_unaligned(a + i);  // short runs: still vectors
   s = sparq::detail::hsum((s0 + s1) + (s2 + s3));
 #endif
   for (; i < n; ++i) s += a[i];
@@ -233,25 +234,47 @@ struct head_pattern {
   std::vector<std::uint32_t> dims, positions;
 };
 
-/// The pattern read of a SparQ step: a plain read of exactly the bytes the step's kernels
-/// read, in the step's order (per KV head: its r Kt rows front to back; then its K and V rows
-/// at the chosen positions, ascending, 16 rows at a time (K rows, then V rows), every line
-/// prefetched 32 rows ahead as stage 2 does), summed as floats with no other arithmetic.
+/// The pattern read of a SparQ step: a plain read of the bytes the step's kernels read from
+/// the cache, in about the step's order, with no arithmetic beyond a float sum. Per KV head:
+/// stage 1's r Kt rows interleaved as approximate_logits reads them (64 positions of each row
+/// in turn, a hint 1 KiB ahead in each), then the K and V rows at the chosen positions in
+/// blocks of parallel_attend_block as batch_step hands them to stage 2 (per 16 rows: K rows,
+/// then V rows; every line prefetched 32 rows ahead within the block). Not replayed: scratch
+/// traffic (the logits, written and read back), which traffic_counter does not count either.
 /// Scattered rows are served slower than a stream; this measures how much slower on this
 /// machine. A yardstick, not a bound: a kernel that keeps more loads in flight can beat it.
-/// KV heads go to threads round-robin (a head is never split over threads, unlike
-/// batch_step's S-split when heads < threads).
+/// Batch 1, a contiguous kv_cache; heads [ith*H/nth, (ith+1)*H/nth) on thread ith, as
+/// batch_step gives whole items (with nth > H it splits S instead, and threads sit idle here).
+/// Adds the bytes read to `bytes`.
 template <class Cache>
 double read_pattern(const Cache& cache, const std::vector<head_pattern>& pat, std::size_t ith,
-                    std::size_t nth) noexcept {
+                    std::size_t nth, std::size_t& bytes) {
   double s = 0;
-  for (std::size_t h = ith; h < pat.size(); h += nth) {
+  auto sum = [&](const void* p, std::size_t n) {
+    bytes += n;
+    return sum_floats(static_cast<const float*>(p), n / sizeof(float));
+  };
+  const std::size_t H = pat.size();
+  for (std::size_t h = ith * H / nth; h < (ith + 1) * H / nth; ++h) {
     const auto kv = cache.head(0, h);
     using T = typename decltype(kv.k)::element_type;
-    auto sum = [](const void* p, std::size_t bytes) {
-      return sum_floats(static_cast<const float*>(p), bytes / sizeof(float));
-    };
-    for (const std::uint32_t i : pat[h].dims) s += sum(kv.kt.dim_row(i), kv.kt.length * sizeof(T));
+    static_assert(sizeof(T) == 2 || sizeof(T) == 4, "f16, bf16 or float");
+    constexpr std::size_t chunk = 64;  // positions per row per turn (approx_chunk, 16 lanes x 4)
+    const std::size_t S = kv.kt.length;
+    for (std::size_t s0 = 0; s0 < S; s0 += chunk) {
+      const std::size_t n = (S - s0 < chunk ? S - s0 : chunk) * sizeof(T);
+      for (const std::uint32_t i : pat[h].dims) {
+        const char* row = reinterpret_cast<const char*>(kv.kt.dim_row(i) + s0);
+        for (std::size_t o = 0; o < n; o += 64) sparq::detail::prefetch(row + 1024 + o);
+        if (n % sizeof(float) == 0) {
+          s += sum(row, n);
+        } else {  // an odd f16/bf16 tail: the last element on its own
+          s += sum(row, n - 2);
+          bytes += 2;
+          s += row[n - 1];
+        }
+      }
+    }
     const std::size_t row_bytes = kv.k.dim * sizeof(T);
     const auto& pos = pat[h].positions;
     constexpr std::size_t pf = 32;
@@ -263,12 +286,15 @@ double read_pattern(const Cache& cache, const std::vector<head_pattern>& pat, st
         sparq::detail::prefetch(vr + o);
       }
     };
-    for (std::size_t j = 0; j < pf && j < pos.size(); ++j) fetch(j);
-    for (std::size_t b = 0; b < pos.size(); b += 16) {
-      const std::size_t e = pos.size() - b < 16 ? pos.size() : b + 16;
-      for (std::size_t j = b + pf; j < e + pf && j < pos.size(); ++j) fetch(j);
-      for (std::size_t j = b; j < e; ++j) s += sum(kv.k.row(pos[j]), row_bytes);
-      for (std::size_t j = b; j < e; ++j) s += sum(kv.v.row(pos[j]), row_bytes);
+    for (std::size_t a0 = 0; a0 < pos.size(); a0 += sparq::parallel_attend_block) {
+      const std::size_t a1 = std::min(pos.size(), a0 + sparq::parallel_attend_block);
+      for (std::size_t j = a0; j < a0 + pf && j < a1; ++j) fetch(j);
+      for (std::size_t b = a0; b < a1; b += 16) {
+        const std::size_t e = std::min(a1, b + 16);
+        for (std::size_t j = b + pf; j < e + pf && j < a1; ++j) fetch(j);
+        for (std::size_t j = b; j < e; ++j) s += sum(kv.k.row(pos[j]), row_bytes);
+        for (std::size_t j = b; j < e; ++j) s += sum(kv.v.row(pos[j]), row_bytes);
+      }
     }
     s += sum(kv.v_mean, kv.k.dim * sizeof(float));
   }
@@ -276,16 +302,23 @@ double read_pattern(const Cache& cache, const std::vector<head_pattern>& pat, st
 }
 
 /// Median wall-clock us of read_pattern on nth threads of `pool`, rotating over `caches` as
-/// time_rotating does (one warm-up pass, then at least 5 reads and budget_s seconds).
+/// time_rotating does (one warm-up pass, then at least 5 reads and budget_s seconds). bytes:
+/// what one read of the pattern reads (all threads), for checking against traffic_counter.
 template <class Cache>
 double time_pattern(sparq::thread_pool& pool, std::size_t nth,
                     const std::vector<std::unique_ptr<Cache>>& caches,
-                    const std::vector<head_pattern>& pat, double budget_s) {
-  std::vector<double> sums(nth * 8);
+                    const std::vector<head_pattern>& pat, double budget_s, std::size_t& bytes) {
+  std::vector<double> sums(nth * 16);
+  std::vector<std::size_t> counted(nth * 16);
   auto one = [&](const Cache& c) {
-    pool.run(nth, [&](std::size_t ith) { sums[ith * 8] += read_pattern(c, pat, ith, nth); });
+    pool.run(nth, [&](std::size_t ith) {
+      counted[ith * 16] = 0;
+      sums[ith * 16] += read_pattern(c, pat, ith, nth, counted[ith * 16]);
+    });
   };
   for (const auto& c : caches) one(*c);
+  bytes = 0;
+  for (std::size_t i = 0; i < nth; ++i) bytes += counted[i * 16];
   std::vector<double> us;
   std::size_t c = 0;
   const auto start = clock_type::now();

@@ -234,42 +234,52 @@ void bm_attend_hot(benchmark::State& state) {
 
 // dense_step over one KV head's rows (S = 65536, g = 4, f16) in three cache layouts an engine
 // may hand over: packed ([H][S][d] K and V: row stride d), K|V interleaved per position (row
-// stride 2d) and token-major ([S][H][d] with H = 8: row stride 8d). All 8 heads of each layout
-// are allocated (256 MiB per layout) and iterations rotate over the heads, so a head's rows
-// were last touched 7 heads (224 MiB) ago: DRAM, not cache. Same bytes in every layout.
+// stride 2d) and token-major ([S][H][d] with H = 8: row stride 8d). The 8 heads of a layout
+// (256 MiB, built once) are visited 3 apart, so a head's rows were last read 7 heads (224 MiB)
+// before and a token-major neighbour was not the previous head: DRAM on a machine whose L3 is
+// well under that (Zen 5: 32 MiB per CCD; this VM's sysconf reports a virtual 508 MiB).
+// Bytes per iteration: 2 * S * d * 2, the same in every layout (a formula here, not counted).
 enum class kv_layout { packed, interleaved, token_major };
 void bm_dense_layout(benchmark::State& state, kv_layout lay) {
   using T = sparq::f16;
   constexpr std::size_t S = 65536, H = 8, g = 4;
-  std::mt19937 rng(5);
-  std::normal_distribution<float> nd;
-  std::vector<T> a(H * S * d), b(H * S * d);  // K and V, or interleaved K|V across both
-  for (auto& x : a) x = sparq::from_float<T>(nd(rng));
-  for (auto& x : b) x = sparq::from_float<T>(nd(rng));
+  struct buffers {
+    std::vector<T> a, b;  // K and V, or interleaved K|V across both
+    std::vector<float> q;
+    buffers() : a(H * S * d), b(H * S * d), q(g * d) {
+      std::mt19937 rng(5);
+      std::normal_distribution<float> nd;
+      for (auto& x : a) x = sparq::from_float<T>(nd(rng));
+      for (auto& x : b) x = sparq::from_float<T>(nd(rng));
+      for (auto& x : q) x = nd(rng);
+    }
+  };
+  static const buffers buf;
   auto views = [&](std::size_t h) {
     using view = sparq::rows_view<const T>;
+    const T* a = buf.a.data();
+    const T* b = buf.b.data();
     switch (lay) {
       case kv_layout::interleaved: {  // head h's [S][K|V] rows: heads 0-3 in a, 4-7 in b
-        const T* base = (h < H / 2 ? a.data() : b.data()) + (h % (H / 2)) * S * 2 * d;
+        const T* base = (h < H / 2 ? a : b) + (h % (H / 2)) * S * 2 * d;
         return std::pair<view, view>{{base, S, d, 2 * d}, {base + d, S, d, 2 * d}};
       }
       case kv_layout::token_major:
-        return std::pair<view, view>{{a.data() + h * d, S, d, H * d},
-                                     {b.data() + h * d, S, d, H * d}};
-      default:
-        return std::pair<view, view>{{a.data() + h * S * d, S, d, d}, {b.data() + h * S * d, S, d, d}};
+        return std::pair<view, view>{{a + h * d, S, d, H * d}, {b + h * d, S, d, H * d}};
+      case kv_layout::packed:
+        break;
     }
+    return std::pair<view, view>{{a + h * S * d, S, d, d}, {b + h * S * d, S, d, d}};
   };
-  std::vector<float> q(g * d), out(g * d);
-  for (auto& x : q) x = nd(rng);
+  std::vector<float> out(g * d);
   std::vector<unsigned char> ws(sparq::dense_workspace_bytes(g, d));
   std::size_t h = 0;
   for (auto _ : state) {
     const auto kv = views(h);
-    sparq::dense_step(q.data(), g, kv.first, kv.second, 0.0f,
+    sparq::dense_step(buf.q.data(), g, kv.first, kv.second, 0.0f,
                       sparq::workspace{ws.data(), ws.size()}, out.data());
     benchmark::DoNotOptimize(out.data());
-    h = (h + 1) % H;
+    h = (h + 3) % H;
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(2 * S * d * sizeof(T) * state.iterations()));
 }

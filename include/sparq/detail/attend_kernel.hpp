@@ -388,17 +388,21 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
   constexpr std::size_t HMAX = 8;  // heads per pass over a block (stack scratch bound)
   constexpr std::size_t row_bytes = D * sizeof(T);
   constexpr std::size_t PF = 32;  // gathered rows: prefetch distance in rows
-  // Contiguous rows: prefetch distance ~32 KiB (a multiple of 16 rows), one hint per 4 KiB
-  // (32 KiB measured a few % better than 8 or 16 KiB and than 64 KiB at S = 64k).
+  // Contiguous rows: prefetch distance CF rows, ~32 KiB of row data (a multiple of 16 rows;
+  // measured a few % better than 8 or 16 KiB and than 64 KiB at S = 64k), one hint per 4 KiB.
   constexpr std::size_t CF = (32768 / row_bytes + 15) / 16 * 16;
   // Rows further apart than D (a token-major cache, K and V interleaved, ...) still get one
   // hint per 4 KiB of address: every ks-th K row, every vs-th V row (1: each row its own
   // page). A hint every 4096 / (D * sizeof(T)) rows skipped pages there (S = 64k, f16, 2
   // threads, in-process A/B: K|V interleaved 13.0-13.5 -> 10.5-11.6 ms, token-major with 8
   // heads 15.8-17.0 -> 13.2-13.6 ms; back-to-back rows unchanged).
+  // Paged rows: at most one hint per token page (a page's first row, as CF and the blocks are
+  // multiples of 16 and pages are 2^page_bits tokens).
   const std::size_t kp = k.row_stride * sizeof(T), vp = v.row_stride * sizeof(T);
-  const std::size_t ks = kp > 0 && kp < 4096 ? 4096 / kp : 1;
-  const std::size_t vs = vp > 0 && vp < 4096 ? 4096 / vp : 1;
+  std::size_t ks = kp > 0 && kp < 4096 ? 4096 / kp : 1;
+  std::size_t vs = vp > 0 && vp < 4096 ? 4096 / vp : 1;
+  if constexpr (KRows::paged) ks = ks < k.page_size() ? ks : k.page_size();
+  if constexpr (VRows::paged) vs = vs < v.page_size() ? vs : v.page_size();
   block16<T, HMAX> blk[2];
   auto setup = [&](block16<T, HMAX>& b, std::size_t b0) {
     const std::size_t nb = n - b0 < 16 ? n - b0 : 16;
@@ -474,8 +478,10 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
 #endif
 
 /// Folds n rows (positions pos(0..n)) into the online state of g heads.
-/// q: [g][d] fp32; p: scratch [g][attend_block]. k, v: any row source with `row(s)` and an
-/// `element_type` (rows_view, paged_rows_view): the arithmetic never depends on where a row is.
+/// q: [g][d] fp32; p: scratch [g][attend_block]. k, v: a row source with `row(s)`,
+/// `element_type`, `row_stride` (elements between a page's consecutive rows, for prefetch
+/// hints) and `paged` (rows_view, paged_rows_view): the arithmetic never depends on where a
+/// row is.
 template <std::size_t D, class KRows, class VRows, class Pos, class Traffic>
 void attend_online(const float* q, std::size_t g, std::size_t d, float scale, const KRows& k,
                    const VRows& v, Pos pos, std::size_t n, const online_state& st, float* p,
