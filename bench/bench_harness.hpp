@@ -186,6 +186,27 @@ class roof_meter {
   aligned_array<float> a_;
 };
 
+/// Calls f(cache) once per copy in `caches` (warm-up: page faults, pool spin-up), then again
+/// rotating to the next copy each call, at least 5 times and for `budget_s` seconds (at most
+/// 5000 calls); returns the wall-clock us of each timed call.
+template <class Cache, class F>
+std::vector<double> time_each_rotating(const std::vector<std::unique_ptr<Cache>>& caches,
+                                       double budget_s, F&& f) {
+  for (const auto& c : caches) f(*c);
+  std::vector<double> us;
+  std::size_t c = 0;
+  const auto start = clock_type::now();
+  while (us.size() < 5 ||
+         (us.size() < 5000 &&
+          std::chrono::duration<double>(clock_type::now() - start).count() < budget_s)) {
+    const auto t0 = clock_type::now();
+    f(*caches[c]);
+    us.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+    c = (c + 1) % caches.size();
+  }
+  return us;
+}
+
 /// Times steps of `st` over `caches` (prepare + every phase on nth threads of `pool`),
 /// rotating to the next copy each step, after one warm-up pass over all copies; at least 5
 /// steps and `budget_s` seconds. Returns the median wall-clock us per step; cpu_us gets the
@@ -212,18 +233,11 @@ double time_rotating(Step& st, sparq::thread_pool& pool, std::size_t nth, const 
     }
     return crit;
   };
-  for (const auto& c : caches) one_step(*c);  // warm-up: page faults, pool spin-up
-  std::vector<double> us, cus;
-  std::size_t c = 0;
-  const auto start = clock_type::now();
-  while (us.size() < 5 ||
-         (us.size() < 5000 &&
-          std::chrono::duration<double>(clock_type::now() - start).count() < budget_s)) {
-    const auto t0 = clock_type::now();
-    cus.push_back(one_step(*caches[c]));
-    us.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
-    c = (c + 1) % caches.size();
-  }
+  std::vector<double> cus;
+  const std::vector<double> us = time_each_rotating(caches, budget_s, [&](const Cache& c) {
+    cus.push_back(one_step(c));
+  });
+  cus.erase(cus.begin(), cus.begin() + static_cast<std::ptrdiff_t>(caches.size()));  // warm-up
   cpu_us = median(cus);
   return median(us);
 }
@@ -301,8 +315,8 @@ double read_pattern(const Cache& cache, const std::vector<head_pattern>& pat, st
   return s;
 }
 
-/// Median wall-clock us of read_pattern on nth threads of `pool`, rotating over `caches` as
-/// time_rotating does (one warm-up pass, then at least 5 reads and budget_s seconds). bytes:
+/// Median wall-clock us of read_pattern on nth threads of `pool`, rotating over `caches`
+/// (time_each_rotating, as time_rotating does). bytes:
 /// what one read of the pattern reads (all threads), for checking against traffic_counter.
 template <class Cache>
 double time_pattern(sparq::thread_pool& pool, std::size_t nth,
@@ -316,20 +330,9 @@ double time_pattern(sparq::thread_pool& pool, std::size_t nth,
       sums[ith * 16] += read_pattern(c, pat, ith, nth, counted[ith * 16]);
     });
   };
-  for (const auto& c : caches) one(*c);
+  const std::vector<double> us = time_each_rotating(caches, budget_s, one);
   bytes = 0;
   for (std::size_t i = 0; i < nth; ++i) bytes += counted[i * 16];
-  std::vector<double> us;
-  std::size_t c = 0;
-  const auto start = clock_type::now();
-  while (us.size() < 5 ||
-         (us.size() < 5000 &&
-          std::chrono::duration<double>(clock_type::now() - start).count() < budget_s)) {
-    const auto t0 = clock_type::now();
-    one(*caches[c]);
-    us.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
-    c = (c + 1) % caches.size();
-  }
   volatile double sink = 0;
   for (const double x : sums) sink = sink + x;
   return median(us);
