@@ -3,8 +3,8 @@
 // std::stable_sort oracle) on random, heavily tied, clustered (one histogram bucket) and
 // special-valued inputs of sizes around every SIMD width, with misaligned scratch. The exact
 // block-max prefilter batch_step uses on whole items (block_max_threshold, collect_key_at_least,
-// keep_best) must pick the same indices as the oracle for every block size, and its threshold
-// must never exceed the want-th largest key.
+// keep_best) must pick the same indices as the oracle for every block size, its threshold
+// must never exceed the want-th largest key, and it must let few values through.
 
 #include "test_util.hpp"
 
@@ -217,6 +217,23 @@ TEST(top_k_prefilter, filters_most_values_at_the_sparq_ratio) {
   EXPECT_EQ(run_prefilter(x, want, V, &m), oracle(x, want));
   EXPECT_LT(m, 3 * want / 2) << "collected " << m << " for want = " << want;
   EXPECT_EQ(sparq::detail::prefilter_vectors(n, n / 4), 0u) << "no prefilter for large k";
+}
+
+TEST(top_k_prefilter, threshold_follows_the_maxima_in_a_narrow_band) {
+  // Scores packed into a narrow band (SparQ's group scores near the k-th largest are often
+  // this dense): every value here shares its top key bits, so a threshold on those bits
+  // would pass all n. The threshold comes from the block maxima's own range instead.
+  sparq_test::rng r(13);
+  const std::size_t n = 63488, want = 3072;
+  std::vector<float> x(n);
+  for (float& v : x) v = r.uniform(1.0f, 1.2f);
+  const std::size_t V = sparq::detail::prefilter_vectors(n, want);
+  std::size_t m = 0;
+  EXPECT_EQ(run_prefilter(x, want, V, &m), oracle(x, want));
+  EXPECT_LT(m, 3 * want / 2) << "collected " << m << " for want = " << want;
+  // The same band with many exact ties (more than keep_best ranks in its bucket buffer).
+  for (float& v : x) v = 1.0f + 0.01f * static_cast<float>(r.index(20));
+  EXPECT_EQ(run_prefilter(x, want, V, &m), oracle(x, want));
 }
 
 }  // namespace

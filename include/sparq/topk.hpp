@@ -205,14 +205,39 @@ inline std::uint32_t block_max_threshold(const float* x, std::size_t n, std::siz
     }
 #endif
   }
-  // The bucket (top key bits) of the want-th largest maximum, by a histogram (branch-free:
-  // a selection by comparisons mispredicted its way to ~9 ns per maximum). Its lowest key is
-  // at most that maximum. An empty lane's 0 can only be reached when fewer than want blocks
-  // hold a value above the lowest key, and a threshold of 0 passes everything: still exact.
+  // The bucket of the want-th largest maximum, by a histogram (branch-free: a selection by
+  // comparisons mispredicted its way to ~9 ns per maximum) over the maxima's own key range
+  // [kmin, kmax] cut into topk_buckets equal spans; the bucket's lowest key is at most that
+  // maximum. (The top key bits, as top_k's histogram uses, make a bucket a quarter octave of
+  // float values: on SparQ's scores at k = S/16 that let ~1.85x want values through; the
+  // maxima's range gives ~1.2x.) Key 0 (an empty lane past n, a NaN) is left out of kmin and
+  // counted in bucket 0; a bucket-0 answer then returns 0, which passes everything.
+  // (Plain min/max reductions, so the compiler vectorises them: mk - 1 wraps key 0 to the
+  // top, leaving it out of the minimum; a conditional form ran ~15x slower.)
+  std::uint32_t kmax = 0, kmin1 = 0xffffffffu, kmin0 = 0xffffffffu;
+  for (std::size_t i = 0; i < nb; ++i) {
+    const std::uint32_t mk = maxkeys[i];
+    kmax = mk > kmax ? mk : kmax;
+    kmin1 = mk - 1u < kmin1 ? mk - 1u : kmin1;
+    kmin0 = mk < kmin0 ? mk : kmin0;
+  }
+  if (kmax == 0) return 0;
+  const std::uint32_t kmin = kmin1 + 1u;  // the lowest nonzero key
+  const bool zero = kmin0 == 0;
+  unsigned shift = 0;
+  while (((kmax - kmin) >> shift) >= topk_buckets) ++shift;
   alignas(64) std::uint32_t h1[topk_buckets], h2[topk_buckets];
-  count_buckets(nb, [maxkeys](std::size_t i) { return maxkeys[i] >> topk_shift; }, h1, h2);
+  count_buckets(
+      nb,
+      [maxkeys, kmin, shift](std::size_t i) {
+        const std::uint32_t mk = maxkeys[i];
+        return mk >= kmin ? (mk - kmin) >> shift : 0u;
+      },
+      h1, h2);
   std::size_t above = 0;
-  return bucket_reaching(h1, h2, want, &above) << topk_shift;
+  const std::uint32_t b = bucket_reaching(h1, h2, want, &above);
+  if (b == 0) return zero ? 0u : kmin;
+  return kmin + (b << shift);
 }
 
 /// list[0..m): ascending indices into x whose buckets are >= `bucket`. Keeps every index
@@ -261,18 +286,56 @@ inline std::size_t resolve_bucket(const float* x, std::uint32_t* list, std::size
   return w;
 }
 /// list[0..m): ascending indices into x. Keeps the `need` best of them (key desc, index asc),
-/// in place and still ascending; returns min(need, m). cand: m entries of scratch. A
-/// histogram of the list's buckets finds the bucket of the need-th best; resolve_bucket ranks
-/// inside it.
+/// in place and still ascending; returns min(need, m). cand: m entries of scratch.
+/// One gathering pass packs each entry as (key, ~index) into cand and finds the keys' range;
+/// a histogram spreads that range (not the top key bits: a prefiltered list spans a few
+/// top buckets) over topk_buckets buckets, so the bucket of the need-th best holds few
+/// entries, ranked by nth_element; a last pass keeps the entries at or above it.
 inline std::size_t keep_best(const float* x, std::uint32_t* list, std::size_t m,
                              std::size_t need, std::uint64_t* cand) noexcept {
   if (need >= m) return m;
   if (need == 0) return 0;
+  std::uint32_t lo = 0xffffffffu, hi = 0;
+  for (std::size_t j = 0; j < m; ++j) {
+    const std::uint32_t key = order_key(x[list[j]]);
+    cand[j] = (std::uint64_t{key} << 32) | (0xffffffffu - list[j]);
+    lo = key < lo ? key : lo;
+    hi = key > hi ? key : hi;
+  }
+  unsigned shift = 0;
+  while (((hi - lo) >> shift) >= topk_buckets) ++shift;
   alignas(64) std::uint32_t h1[topk_buckets], h2[topk_buckets];
-  count_buckets(m, [x, list](std::size_t j) { return bucket_of(x[list[j]]); }, h1, h2);
+  const auto bucket = [cand, lo, shift](std::size_t j) {
+    return (static_cast<std::uint32_t>(cand[j] >> 32) - lo) >> shift;
+  };
+  count_buckets(m, bucket, h1, h2);
   std::size_t above = 0;
   const std::uint32_t b = bucket_reaching(h1, h2, need, &above);
-  return resolve_bucket(x, list, m, b, need - above, cand);
+  const std::size_t c = h1[b] + h2[b];
+  // The bucket's entries, ranked by nth_element in a stack buffer when they fit; a crowded
+  // bucket (many equal or nearly equal keys) goes the top-bucket route of resolve_bucket.
+  constexpr std::size_t cap = 1024;
+  if (c > cap) {
+    count_buckets(m, [cand](std::size_t j) { return static_cast<std::uint32_t>(cand[j] >> (32 + topk_shift)); }, h1, h2);
+    std::size_t a0 = 0;
+    const std::uint32_t tb = bucket_reaching(h1, h2, need, &a0);
+    return resolve_bucket(x, list, m, tb, need - a0, cand);
+  }
+  alignas(64) std::uint64_t in_b[cap];
+  std::size_t n_b = 0;
+  for (std::size_t j = 0; j < m; ++j) {
+    if (bucket(j) == b) in_b[n_b++] = cand[j];
+  }
+  const std::size_t r = need - above;  // 1..c
+  std::nth_element(in_b, in_b + (r - 1), in_b + n_b,
+                   [](std::uint64_t u, std::uint64_t v) { return u > v; });
+  const std::uint64_t threshold = in_b[r - 1];
+  std::size_t w = 0;
+  for (std::size_t j = 0; j < m; ++j) {
+    list[w] = list[j];
+    w += cand[j] >= threshold;
+  }
+  return w;
 }
 }  // namespace detail
 
