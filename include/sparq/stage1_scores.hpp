@@ -186,6 +186,80 @@ void logits_range(const float* qs, std::size_t g, std::size_t r, cols_view<const
 #endif
 }
 
+/// logits_range over a paged Kt: the contiguous kernel's chunks and tails on each page's
+/// columns (page-local positions, e offset by the page's first position), so the logits are
+/// bit-identical to those of a contiguous Kt holding the same keys. The running maxima stay
+/// vectors across pages (reduced once per range, not once per page: a 16-column page paid a
+/// horizontal max per head every 16 positions). [s0, s1) may span any pages. Pages sit
+/// anywhere in the pool: the r rows of a page a few pages ahead (about 256 bytes of each
+/// row in flight) are requested before this one is computed.
+template <class T>
+void logits_range(const float* qs, std::size_t g, std::size_t r, paged_cols_view<const T> kt,
+                  const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
+                  std::size_t ld, float* mx) noexcept {
+  const std::size_t P = kt.page_size();
+  const std::size_t row_bytes = P * sizeof(T);
+  const std::size_t ahead = row_bytes >= 256 ? 1 : 256 / row_bytes;
+  const std::size_t p_end = (s1 + P - 1) >> kt.page_bits;
+#if SPARQ_SIMD
+  constexpr std::size_t wide = lanes == 16 ? 4 : 2;
+  constexpr std::size_t HP = logits_heads_per_pass;
+  fbatch mv[HP];
+  for (std::size_t h0 = 0; h0 < g; h0 += HP) {
+    const std::size_t hn = g - h0 < HP ? g - h0 : HP;
+    const float* q = qs + h0 * r;
+    for (std::size_t h = 0; h < hn; ++h) mv[h] = fbatch(mx[h0 + h]);
+    for (std::size_t p = s0 >> kt.page_bits; p < p_end; ++p) {
+      if (p + ahead < p_end) {
+        const cols_view<const T> next = kt.page(p + ahead);
+        for (std::size_t j = 0; j < r; ++j) {
+          const char* row = reinterpret_cast<const char*>(next.dim_row(i1[j]));
+          for (std::size_t o = 0; o < row_bytes; o += 64) prefetch(row + o);
+        }
+      }
+      const cols_view<const T> pg = kt.page(p);
+      const std::size_t first = p << kt.page_bits;
+      const std::size_t a = s0 > first ? s0 - first : 0;
+      const std::size_t b = s1 - first < P ? s1 - first : P;
+      float* eh = e + h0 * ld + first;
+      std::size_t s = a;
+      for (; s + wide * lanes <= b; s += wide * lanes)
+        approx_chunk_heads<wide>(q, hn, r, pg, i1, s, eh, ld, mv);
+      for (; s + 2 * lanes <= b; s += 2 * lanes) approx_chunk_heads<2>(q, hn, r, pg, i1, s, eh, ld, mv);
+      for (; s + lanes <= b; s += lanes) approx_chunk_heads<1>(q, hn, r, pg, i1, s, eh, ld, mv);
+      if (s < b) {  // tails fold into mx directly; the vector maxima join it below
+        std::size_t h = 0;
+        for (; h + 4 <= hn; h += 4)
+          approx_tail_vec<4>(q + h * r, r, pg, i1, s, b - s, eh + h * ld, ld, mx + h0 + h);
+        for (; h < hn; ++h)
+          approx_tail_vec<1>(q + h * r, r, pg, i1, s, b - s, eh + h * ld, ld, mx + h0 + h);
+      }
+    }
+    for (std::size_t h = 0; h < hn; ++h) {
+      const float m = hmax(mv[h]);
+      mx[h0 + h] = m > mx[h0 + h] ? m : mx[h0 + h];
+    }
+  }
+#else
+  for (std::size_t p = s0 >> kt.page_bits; p < p_end; ++p) {
+    if (p + ahead < p_end) {
+      const cols_view<const T> next = kt.page(p + ahead);
+      for (std::size_t j = 0; j < r; ++j) {
+        const char* row = reinterpret_cast<const char*>(next.dim_row(i1[j]));
+        for (std::size_t o = 0; o < row_bytes; o += 64) prefetch(row + o);
+      }
+    }
+    const cols_view<const T> pg = kt.page(p);
+    const std::size_t first = p << kt.page_bits;
+    const std::size_t a = s0 > first ? s0 - first : 0;
+    const std::size_t b = s1 - first < P ? s1 - first : P;
+    for (std::size_t s = a; s < b; ++s)
+      for (std::size_t h = 0; h < g; ++h)
+        approx_tail<1>(qs + h * r, r, pg, i1, s, e + first + h * ld, ld, mx + h);
+  }
+#endif
+}
+
 /// sel[s] = sum_h e[h*ld + s] * f[h] for s in [s0, s1) (f[h]: that chunk's factor
 /// exp(m_chunk - m) / z for head h). Reads e once; a position's value never depends on the
 /// range that holds it.
@@ -278,32 +352,26 @@ inline void softmax_group(float* e, std::size_t g, std::size_t S, std::size_t ld
   }
 }
 
-/// approximate_logits over a paged Kt: the contiguous kernel page by page (page-local
-/// positions, e offset by the page's first position), so the logits are bit-identical to
-/// those of a contiguous Kt holding the same keys. [s0, s1) may span any pages.
+/// approximate_logits over a paged Kt (detail::logits_range's paged form): the logits are
+/// bit-identical to those of a contiguous Kt holding the same keys. [s0, s1) may span any
+/// pages.
 template <class T, class Traffic = no_traffic>
 void approximate_logits(const float* qs, std::size_t g, std::size_t r, paged_cols_view<const T> kt,
                         const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
                         std::size_t ld, float* mx, Traffic& traffic) noexcept {
-  const std::size_t P = kt.page_size();
-  // Pages sit anywhere in the pool: ask for the r rows of a page a few pages ahead (about
-  // 256 bytes of each row in flight) before computing this one.
-  const std::size_t row_bytes = P * sizeof(T);
-  const std::size_t ahead = row_bytes >= 256 ? 1 : 256 / row_bytes;
-  const std::size_t p_end = (s1 + P - 1) >> kt.page_bits;
-  for (std::size_t p = s0 >> kt.page_bits; p < p_end; ++p) {
-    if (p + ahead < p_end) {
-      const cols_view<const T> next = kt.page(p + ahead);
-      for (std::size_t j = 0; j < r; ++j) {
-        const char* row = reinterpret_cast<const char*>(next.dim_row(i1[j]));
-        for (std::size_t o = 0; o < row_bytes; o += 64) detail::prefetch(row + o);
-      }
+  if constexpr (Traffic::enabled) {
+    const std::size_t P = kt.page_size();
+    const std::size_t p_end = (s1 + P - 1) >> kt.page_bits;
+    for (std::size_t p = s0 >> kt.page_bits; p < p_end; ++p) {
+      const std::size_t first = p << kt.page_bits;
+      const std::size_t a = s0 > first ? s0 - first : 0;
+      const std::size_t b = s1 - first < P ? s1 - first : P;
+      const cols_view<const T> pg = kt.page(p);
+      for (std::size_t j = 0; j < r; ++j)
+        traffic.read(arena::kt, pg.dim_row(i1[j]) + a, (b - a) * sizeof(T));
     }
-    const std::size_t first = p << kt.page_bits;
-    const std::size_t a = s0 > first ? s0 - first : 0;
-    const std::size_t b = s1 - first < P ? s1 - first : P;
-    approximate_logits(qs, g, r, kt.page(p), i1, a, b, e + first, ld, mx, traffic);
   }
+  detail::logits_range(qs, g, r, kt, i1, s0, s1, e, ld, mx);
 }
 
 }  // namespace sparq
