@@ -346,6 +346,94 @@ TEST(traffic_counter, ResetAndStageBookkeeping) {
   EXPECT_NE(empty.find("total"), std::string::npos);
 }
 
+/// A policy that counts nothing and logs the stages it is told about, repeats collapsed: what
+/// a timing policy (bench/prof_phases.cpp) sees as phase marks.
+struct stage_log {
+  static constexpr bool enabled = false;
+  std::vector<stage> seen;
+  void begin(stage s) {
+    if (seen.empty() || seen.back() != s) seen.push_back(s);
+  }
+  void read(arena, const void*, std::size_t) noexcept {}
+  void write(arena, const void*, std::size_t) noexcept {}
+};
+
+std::string names(const std::vector<stage>& v) {
+  std::string out;
+  for (stage s : v) out += std::string(out.empty() ? "" : " ") + sparq::stage_name(s);
+  return out;
+}
+
+// The stage marks of a step, in order: a SparQ step (k < S) begins scores, select, attend,
+// reallocate; k >= S only attend; dense_step only dense.
+TEST(traffic_stages, StepMarksItsStagesInOrder) {
+  filled_cache<sparq::f16> fc(1, 512, 500, 64, 3);
+  std::vector<float> q(4 * 64, 0.25f), out(4 * 64);
+  sparq::config cfg;
+  cfg.rank = 8;
+  cfg.top_k = 64;
+  cfg.local = 16;
+  auto ws = sparq::workspace_buffer<>::for_step(4, 500, 64, cfg);
+  stage_log a;
+  sparq::step(q.data(), 4, fc.cache.head(0, 0), cfg, ws, out.data(), a);
+  EXPECT_EQ(names(a.seen), "scores select attend reallocate");
+  cfg.top_k = 500;
+  stage_log b;
+  sparq::step(q.data(), 4, fc.cache.head(0, 0), cfg, ws, out.data(), b);
+  EXPECT_EQ(names(b.seen), "attend");
+  stage_log c;
+  auto dws = sparq::workspace_buffer<>::for_dense(4, 64);
+  const auto kv = fc.cache.head(0, 0);
+  sparq::dense_step(q.data(), 4, kv.k, kv.v, 0.0f, dws, out.data(), nullptr, c);
+  EXPECT_EQ(names(c.seen), "dense");
+}
+
+// batch_step on one thread (whole items): the same marks per (sequence, KV head) item, in item
+// order; without reallocation the last stage is attend. And its per-stage bytes equal the sum
+// of sparq::step's over the items (select reads nothing counted).
+TEST(traffic_stages, BatchStepMarksEachItemAndCountsLikeStep) {
+  const std::size_t H = 2, g = 4, d = 64, S = 1500;
+  filled_cache<sparq::f16> fc(H, 1536, S, d, 5);
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd;
+  std::vector<float> q(H * g * d), out(H * g * d);
+  for (auto& x : q) x = nd(rng);
+  for (bool realloc : {true, false}) {
+    SCOPED_TRACE(realloc ? "reallocate" : "no reallocation");
+    sparq::config cfg;
+    cfg.rank = 8;
+    cfg.top_k = 128;
+    cfg.local = 32;
+    cfg.reallocate = realloc;
+    sparq::batch_step<sparq::f16> st(1, H, g, 1536, d, cfg, 1);
+    std::vector<std::byte> buf(st.workspace_bytes());
+    st.prepare(q.data(), out.data(), fc.cache, {buf.data(), buf.size()}, 1);
+    ASSERT_EQ(st.phases(), 1u);
+    stage_log log;
+    st.run_phase(0, 0, 1, log);
+    const std::string item = realloc ? "scores select attend reallocate" : "scores select attend";
+    EXPECT_EQ(names(log.seen), item + " " + item);
+
+    sparq::traffic_counter tb, ts;
+    st.prepare(q.data(), out.data(), fc.cache, {buf.data(), buf.size()}, 1);
+    st.run_phase(0, 0, 1, tb);
+    auto ws = sparq::workspace_buffer<>::for_step(g, S, d, cfg);
+    std::vector<float> o1(g * d);
+    for (std::size_t h = 0; h < H; ++h)
+      sparq::step(q.data() + h * g * d, g, fc.cache.head(0, h), cfg, ws, o1.data(), ts);
+    for (int si = 0; si < sparq::stage_count; ++si)
+      for (int ai = 0; ai < sparq::arena_count; ++ai) {
+        const auto s = static_cast<stage>(si);
+        const auto a = static_cast<arena>(ai);
+        EXPECT_EQ(tb.bytes_read(s, a), ts.bytes_read(s, a))
+            << sparq::stage_name(s) << "/" << sparq::arena_name(a);
+      }
+    EXPECT_EQ(tb.bytes_read(stage::select), 0u);
+    EXPECT_GT(tb.bytes_read(stage::scores, arena::kt), 0u);
+    EXPECT_EQ(tb.bytes_read(stage::reallocate, arena::v_mean), realloc ? H * d * 4 : 0u);
+  }
+}
+
 TEST(traffic_counter, NoTrafficIsEmpty) {
   static_assert(!sparq::no_traffic::enabled);
   static_assert(sparq::traffic_counter::enabled);

@@ -548,8 +548,10 @@ class batch_step {
       finish(it, s, traffic);
       return;
     }
+    traffic.begin(stage::scores);
     prologue(it, s);
     for (std::size_t c = 0; c < nc; ++c) stage1_chunk(it, s, c, traffic);
+    traffic.begin(stage::select);
     reduce1(it, s);
     if (!select_whole(it, s)) {
       for (std::size_t c = 0; c < nc; ++c) sel_chunk(it, s, c);
@@ -783,6 +785,11 @@ class batch_step {
     const std::size_t n = dense ? S : npos(it);
     const std::size_t bsz = dense ? parallel_chunk : parallel_attend_block;
     const std::size_t nb = (n + bsz - 1) / bsz;
+    const bool blend = !dense && !full(it) && cfg_.reallocate;
+    if (blend) {
+      traffic.begin(stage::reallocate);
+      traffic.read(arena::v_mean, views_[it].v_mean, d * sizeof(float));
+    }
     for (std::size_t h = 0; h < g; ++h) {
       float m = -std::numeric_limits<float>::infinity();
       for (std::size_t j = 0; j < nb; ++j) m = std::max(m, block_state(s, j)[g * d + h]);
@@ -801,13 +808,9 @@ class batch_step {
       }
       const float inv = z > 0.0f ? 1.0f / z : 0.0f;
       for (std::size_t i = 0; i < d; ++i) o[i] *= inv;
-      if (!dense && !full(it) && cfg_.reallocate) {
+      if (blend) {
         alpha = alpha < 1.0f ? alpha : 1.0f;
         const float* vm = views_[it].v_mean;
-        if (h == 0) {
-          traffic.begin(stage::reallocate);
-          traffic.read(arena::v_mean, vm, d * sizeof(float));
-        }
         const float b = 1.0f - alpha;
         for (std::size_t i = 0; i < d; ++i) o[i] = alpha * o[i] + b * vm[i];
       }

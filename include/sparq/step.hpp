@@ -82,8 +82,9 @@ step_result step_any(const float* q, std::size_t group, const KV& kv, const conf
   softmax_group(e, g, S, L.ld, mx, z, sel);
 
   // Stage 2: positions, then exact attention over them.
-  traffic.begin(stage::attend);
+  traffic.begin(stage::select);
   const std::size_t n = choose_positions(sel, S, cfg.top_k, cfg.local, positions, base + L.topk);
+  traffic.begin(stage::attend);
   attend_positions(q, g, kv.k, kv.v, positions, n, scale, f32(L.attend), out, lse, traffic);
 
   // Stage 3: fetched mass and reallocation.

@@ -15,6 +15,7 @@
 /// What a step reports, per KV head (T = storage type, n = min(k, S)):
 ///   stage    arena    bytes
 ///   scores   Kt       S*r*sizeof(T)        (r runs of Kt; skipped when k >= S)
+///   select   -        nothing              (choosing the positions reads only scratch)
 ///   attend   K, V     n*d*sizeof(T) each   (gathered rows; all S rows when k >= S)
 ///   realloc  v_mean   d*4 read             (when reallocating and k < S)
 ///   dense    K, V     S*d*sizeof(T) each
@@ -32,14 +33,18 @@
 namespace sparq {
 
 /// Which part of a step is running.
-enum class stage : int { scores = 0, attend = 1, reallocate = 2, append = 3, dense = 4 };
-inline constexpr int stage_count = 5;
+/// A SparQ step begins scores, select (choosing the positions; no K/Kt/V reads), attend,
+/// reallocate, in that order per KV head; a dense step begins dense. A policy may use the
+/// begin() calls as phase marks (bench/prof_phases.cpp times them).
+enum class stage : int { scores = 0, attend = 1, reallocate = 2, append = 3, dense = 4, select = 5 };
+inline constexpr int stage_count = 6;
 /// Which tensor an access touches (also the arenas of counting_allocator).
 enum class arena : int { k = 0, kt = 1, v = 2, v_mean = 3, scratch = 4 };
 inline constexpr int arena_count = 5;
 
 constexpr const char* stage_name(stage s) noexcept {
-  constexpr const char* names[] = {"scores", "attend", "reallocate", "append", "dense"};
+  constexpr const char* names[] = {"scores", "attend", "reallocate", "append", "dense",
+                                   "select"};
   return names[static_cast<int>(s)];
 }
 constexpr const char* arena_name(arena a) noexcept {
