@@ -186,21 +186,39 @@ void logits_range(const float* qs, std::size_t g, std::size_t r, cols_view<const
 #endif
 }
 
-/// logits_range over a paged Kt: the contiguous kernel's chunks and tails on each page's
-/// columns (page-local positions, e offset by the page's first position), so the logits are
-/// bit-identical to those of a contiguous Kt holding the same keys. The running maxima stay
-/// vectors across pages (reduced once per range, not once per page: a 16-column page paid a
-/// horizontal max per head every 16 positions). [s0, s1) may span any pages. Pages sit
-/// anywhere in the pool: the r rows of a page a few pages ahead (about 256 bytes of each
-/// row in flight) are requested before this one is computed.
-template <class T>
-void logits_range(const float* qs, std::size_t g, std::size_t r, paged_cols_view<const T> kt,
-                  const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
-                  std::size_t ld, float* mx) noexcept {
+/// Calls f(page, first, a, b) for each page holding positions of [s0, s1): page = its columns
+/// as a contiguous view, first = its first position, [a, b) = the page-local range.
+/// Prefetch: pages sit anywhere in the pool, so before each page the r rows of a page a few
+/// pages ahead (about 256 bytes of each row in flight) are requested.
+template <bool Prefetch, class T, class F>
+void for_each_kt_page(paged_cols_view<const T> kt, std::size_t r, const std::uint32_t* i1,
+                      std::size_t s0, std::size_t s1, F&& f) noexcept {
   const std::size_t P = kt.page_size();
   const std::size_t row_bytes = P * sizeof(T);
   const std::size_t ahead = row_bytes >= 256 ? 1 : 256 / row_bytes;
   const std::size_t p_end = (s1 + P - 1) >> kt.page_bits;
+  for (std::size_t p = s0 >> kt.page_bits; p < p_end; ++p) {
+    if (Prefetch && p + ahead < p_end) {
+      const cols_view<const T> next = kt.page(p + ahead);
+      for (std::size_t j = 0; j < r; ++j) {
+        const char* row = reinterpret_cast<const char*>(next.dim_row(i1[j]));
+        for (std::size_t o = 0; o < row_bytes; o += 64) prefetch(row + o);
+      }
+    }
+    const std::size_t first = p << kt.page_bits;
+    f(kt.page(p), first, s0 > first ? s0 - first : 0, s1 - first < P ? s1 - first : P);
+  }
+}
+
+/// logits_range over a paged Kt: the contiguous kernel's chunks and tails on each page's
+/// columns (page-local positions, e offset by the page's first position), so the logits are
+/// bit-identical to those of a contiguous Kt holding the same keys. The running maxima stay
+/// vectors across pages (reduced once per range, not once per page: a 16-column page paid a
+/// horizontal max per head every 16 positions). [s0, s1) may span any pages.
+template <class T>
+void logits_range(const float* qs, std::size_t g, std::size_t r, paged_cols_view<const T> kt,
+                  const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
+                  std::size_t ld, float* mx) noexcept {
 #if SPARQ_SIMD
   constexpr std::size_t wide = lanes == 16 ? 4 : 2;
   constexpr std::size_t HP = logits_heads_per_pass;
@@ -209,18 +227,8 @@ void logits_range(const float* qs, std::size_t g, std::size_t r, paged_cols_view
     const std::size_t hn = g - h0 < HP ? g - h0 : HP;
     const float* q = qs + h0 * r;
     for (std::size_t h = 0; h < hn; ++h) mv[h] = fbatch(mx[h0 + h]);
-    for (std::size_t p = s0 >> kt.page_bits; p < p_end; ++p) {
-      if (p + ahead < p_end) {
-        const cols_view<const T> next = kt.page(p + ahead);
-        for (std::size_t j = 0; j < r; ++j) {
-          const char* row = reinterpret_cast<const char*>(next.dim_row(i1[j]));
-          for (std::size_t o = 0; o < row_bytes; o += 64) prefetch(row + o);
-        }
-      }
-      const cols_view<const T> pg = kt.page(p);
-      const std::size_t first = p << kt.page_bits;
-      const std::size_t a = s0 > first ? s0 - first : 0;
-      const std::size_t b = s1 - first < P ? s1 - first : P;
+    for_each_kt_page<true>(kt, r, i1, s0, s1, [&](cols_view<const T> pg, std::size_t first,
+                                                  std::size_t a, std::size_t b) {
       float* eh = e + h0 * ld + first;
       std::size_t s = a;
       for (; s + wide * lanes <= b; s += wide * lanes)
@@ -234,29 +242,19 @@ void logits_range(const float* qs, std::size_t g, std::size_t r, paged_cols_view
         for (; h < hn; ++h)
           approx_tail_vec<1>(q + h * r, r, pg, i1, s, b - s, eh + h * ld, ld, mx + h0 + h);
       }
-    }
+    });
     for (std::size_t h = 0; h < hn; ++h) {
       const float m = hmax(mv[h]);
       mx[h0 + h] = m > mx[h0 + h] ? m : mx[h0 + h];
     }
   }
 #else
-  for (std::size_t p = s0 >> kt.page_bits; p < p_end; ++p) {
-    if (p + ahead < p_end) {
-      const cols_view<const T> next = kt.page(p + ahead);
-      for (std::size_t j = 0; j < r; ++j) {
-        const char* row = reinterpret_cast<const char*>(next.dim_row(i1[j]));
-        for (std::size_t o = 0; o < row_bytes; o += 64) prefetch(row + o);
-      }
-    }
-    const cols_view<const T> pg = kt.page(p);
-    const std::size_t first = p << kt.page_bits;
-    const std::size_t a = s0 > first ? s0 - first : 0;
-    const std::size_t b = s1 - first < P ? s1 - first : P;
+  for_each_kt_page<true>(kt, r, i1, s0, s1, [&](cols_view<const T> pg, std::size_t first,
+                                                std::size_t a, std::size_t b) {
     for (std::size_t s = a; s < b; ++s)
       for (std::size_t h = 0; h < g; ++h)
         approx_tail<1>(qs + h * r, r, pg, i1, s, e + first + h * ld, ld, mx + h);
-  }
+  });
 #endif
 }
 
@@ -359,18 +357,12 @@ template <class T, class Traffic = no_traffic>
 void approximate_logits(const float* qs, std::size_t g, std::size_t r, paged_cols_view<const T> kt,
                         const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
                         std::size_t ld, float* mx, Traffic& traffic) noexcept {
-  if constexpr (Traffic::enabled) {
-    const std::size_t P = kt.page_size();
-    const std::size_t p_end = (s1 + P - 1) >> kt.page_bits;
-    for (std::size_t p = s0 >> kt.page_bits; p < p_end; ++p) {
-      const std::size_t first = p << kt.page_bits;
-      const std::size_t a = s0 > first ? s0 - first : 0;
-      const std::size_t b = s1 - first < P ? s1 - first : P;
-      const cols_view<const T> pg = kt.page(p);
+  if constexpr (Traffic::enabled)
+    detail::for_each_kt_page<false>(kt, r, i1, s0, s1, [&](cols_view<const T> pg, std::size_t,
+                                                           std::size_t a, std::size_t b) {
       for (std::size_t j = 0; j < r; ++j)
         traffic.read(arena::kt, pg.dim_row(i1[j]) + a, (b - a) * sizeof(T));
-    }
-  }
+    });
   detail::logits_range(qs, g, r, kt, i1, s0, s1, e, ld, mx);
 }
 
