@@ -10,9 +10,11 @@
 /// v_mean is the mean of the values as stored (after rounding to T), updated on every append
 /// as mean += (v - mean) / n in fp32, never recomputed from the cache.
 ///
-/// Allocation: every array comes from `Alloc` (rebound). An allocator that knows arenas
-/// (sparq::counting_allocator, anything with `with_arena(arena)`) gets one arena per array,
-/// so K, Kt, V and v_mean are tallied separately:
+/// Allocation: every array comes from `Alloc` (rebound); the default, aligned_allocator,
+/// starts each on a 64-byte line (counting_allocator does too; a custom allocator should, or
+/// every row straddles an extra line and every vector load two). An allocator that knows
+/// arenas (sparq::counting_allocator, anything with `with_arena(arena)`) gets one arena per
+/// array, so K, Kt, V and v_mean are tallied separately:
 ///   sparq::allocation_stats stats;
 ///   using alloc = sparq::counting_allocator<float>;
 ///   sparq::kv_cache<float, alloc> c(1, 8, 4096, 128, true, alloc(stats));
@@ -23,6 +25,7 @@
 #include <memory>
 #include <vector>
 
+#include "aligned_allocator.hpp"
 #include "counting_allocator.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
@@ -56,7 +59,7 @@ void store_token(const float* k, const float* v, std::size_t d, T* krow, T* vrow
 }
 }  // namespace detail
 
-template <class T, class Alloc = std::allocator<T>>
+template <class T, class Alloc = aligned_allocator<T>>
 class kv_cache {
   static_assert(is_storage_type_v<T>, "kv_cache<T>: T must be float, sparq::f16 or sparq::bf16");
   using value_alloc = typename std::allocator_traits<Alloc>::template rebind_alloc<T>;

@@ -12,8 +12,9 @@
 /// reset; shuffle_free_pages scatters the pool the way a long-running server's pool is.
 /// Views and tables returned here stay valid until the next append/reset of that sequence.
 ///
-/// Allocation: every array comes from `Alloc` (rebound; an arena-aware allocator such as
-/// counting_allocator tallies K, Kt, V and v_mean separately, as with kv_cache).
+/// Allocation: every array comes from `Alloc` (rebound; by default aligned_allocator, 64-byte
+/// aligned as in kv_cache; an arena-aware allocator such as counting_allocator tallies K, Kt,
+/// V and v_mean separately, as with kv_cache).
 
 #include <cstddef>
 #include <cstdint>
@@ -21,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "aligned_allocator.hpp"
 #include "counting_allocator.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
@@ -30,7 +32,7 @@
 
 namespace sparq {
 
-template <class T, class Alloc = std::allocator<T>>
+template <class T, class Alloc = aligned_allocator<T>>
 class paged_kv_cache {
   static_assert(is_storage_type_v<T>,
                 "paged_kv_cache<T>: T must be float, sparq::f16 or sparq::bf16");

@@ -2,6 +2,7 @@
 /// \file sparq.hpp
 /// Umbrella header: everything an engine needs for SparQ and dense decode attention.
 
+#include "aligned_allocator.hpp"
 #include "config.hpp"
 #include "counting_allocator.hpp"
 #include "dense.hpp"
