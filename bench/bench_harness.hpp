@@ -152,9 +152,15 @@ class roof_meter {
   }
   std::size_t bytes() const noexcept { return n_ * sizeof(float); }
 
+  /// Median GB/s of `runs` timed reads of the array (cpu_gbps: by the busiest thread's CPU
+  /// time), after one untimed read: the first read after other work measured up to 2-4x
+  /// slower than the ones after it (e.g. 8-25 GB/s, then 27-32, sparq-bench on 2026-11-24
+  /// 15:05 UTC), so a one-read sample (--quick) reported half the bandwidth of the same
+  /// moment's three-read median.
   double measure(int runs, double& cpu_gbps) {
     std::vector<double> sums(nth_ * 16), cpu(nth_ * 16);
     std::vector<double> gbps, gbps_cpu;
+    pool_.run(nth_, [&](std::size_t ith) { sums[ith * 16] = sum_share(ith); });
     for (int r = 0; r < runs; ++r) {
       const auto t0 = clock_type::now();
       pool_.run(nth_, [&](std::size_t ith) {
