@@ -203,7 +203,7 @@ void bm_attend_hot(benchmark::State& state) {
   constexpr std::size_t g = 4, pool = 32, n = 4096;
   std::mt19937 rng(3);
   std::normal_distribution<float> nd;
-  std::vector<T> k(pool * d), v(pool * d);
+  std::vector<T, sparq::aligned_allocator<T>> k(pool * d), v(pool * d);  // rows on lines, as in a cache
   for (auto& x : k) x = sparq::from_float<T>(nd(rng));
   for (auto& x : v) x = sparq::from_float<T>(nd(rng));
   std::vector<float> q(g * d);
@@ -244,7 +244,7 @@ void bm_dense_layout(benchmark::State& state, kv_layout lay) {
   using T = sparq::f16;
   constexpr std::size_t S = 65536, H = 8, g = 4;
   struct buffers {
-    std::vector<T> a, b;  // K and V, or interleaved K|V across both
+    std::vector<T, sparq::aligned_allocator<T>> a, b;  // K and V, or K|V across both
     std::vector<float> q;
     buffers() : a(H * S * d), b(H * S * d), q(g * d) {
       std::mt19937 rng(5);
