@@ -147,39 +147,61 @@ inline void approx_chunk_heads(const float* qs, std::size_t g, std::size_t r,
 /// passes of this many heads (each pass streams the r Kt rows again).
 inline constexpr std::size_t logits_heads_per_pass = 32;
 
+#if SPARQ_SIMD
+/// The logits of heads [0, hn) (queries q, [hn][r]) at positions [a, b) of kt into e (head h
+/// at e + h*ld), lane-wise maxima into mv[h]; the last b - a < lanes positions (the tails)
+/// fold into mx[h] directly. A position's logit is the same arithmetic wherever it sits.
+template <class T>
+inline void logits_span(const float* q, std::size_t hn, std::size_t r, cols_view<const T> kt,
+                        const std::uint32_t* i1, std::size_t a, std::size_t b, float* e,
+                        std::size_t ld, fbatch* mv, float* mx) noexcept {
+  // 32 registers (AVX-512): 4 vectors per Kt row per step, so each row is read two lines
+  // at a time (measured ~15% faster than one line at S = 64k); 16 registers: 2 vectors.
+  constexpr std::size_t wide = lanes == 16 ? 4 : 2;
+  std::size_t s = a;
+  for (; s + wide * lanes <= b; s += wide * lanes)
+    approx_chunk_heads<wide>(q, hn, r, kt, i1, s, e, ld, mv);
+  for (; s + 2 * lanes <= b; s += 2 * lanes) approx_chunk_heads<2>(q, hn, r, kt, i1, s, e, ld, mv);
+  for (; s + lanes <= b; s += lanes) approx_chunk_heads<1>(q, hn, r, kt, i1, s, e, ld, mv);
+  if (s < b) {
+    std::size_t h = 0;
+    for (; h + 4 <= hn; h += 4)
+      approx_tail_vec<4>(q + h * r, r, kt, i1, s, b - s, e + h * ld, ld, mx + h);
+    for (; h < hn; ++h) approx_tail_vec<1>(q + h * r, r, kt, i1, s, b - s, e + h * ld, ld, mx + h);
+  }
+}
+
+/// Runs spans(q, hn, h0, mv) for each pass of at most logits_heads_per_pass heads (h0: the
+/// pass's first head) with the pass's maxima as vectors, and folds them into mx once per pass
+/// (reducing them every step through memory made the loop latency-bound, about 2x slower
+/// at S = 64k).
+template <class Spans>
+inline void logits_passes(const float* qs, std::size_t g, std::size_t r, float* mx,
+                          Spans&& spans) noexcept {
+  constexpr std::size_t HP = logits_heads_per_pass;
+  fbatch mv[HP];
+  for (std::size_t h0 = 0; h0 < g; h0 += HP) {
+    const std::size_t hn = g - h0 < HP ? g - h0 : HP;
+    for (std::size_t h = 0; h < hn; ++h) mv[h] = fbatch(mx[h0 + h]);
+    spans(qs + h0 * r, hn, h0, mv);
+    for (std::size_t h = 0; h < hn; ++h) {
+      const float m = hmax(mv[h]);
+      mx[h0 + h] = m > mx[h0 + h] ? m : mx[h0 + h];
+    }
+  }
+}
+#endif  // SPARQ_SIMD
+
 /// The logits of g heads at positions [s0, s1) into e, folding them into mx[h]. A position's
-/// logit is the same arithmetic whatever range holds it. The running maxima stay vectors
-/// until the end of the range (one horizontal max per head per call: reducing them every
-/// step through memory made the loop latency-bound, about 2x slower at S = 64k).
+/// logit is the same arithmetic whatever range holds it.
 template <class T>
 void logits_range(const float* qs, std::size_t g, std::size_t r, cols_view<const T> kt,
                   const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
                   std::size_t ld, float* mx) noexcept {
 #if SPARQ_SIMD
-  // 32 registers (AVX-512): 4 vectors per Kt row per step, so each row is read two lines
-  // at a time (measured ~15% faster than one line at S = 64k); 16 registers: 2 vectors.
-  constexpr std::size_t wide = lanes == 16 ? 4 : 2;
-  constexpr std::size_t HP = logits_heads_per_pass;
-  fbatch mv[HP];
-  for (std::size_t h0 = 0; h0 < g; h0 += HP) {
-    const std::size_t hn = g - h0 < HP ? g - h0 : HP;
-    const float* q = qs + h0 * r;
-    float* eh = e + h0 * ld;
-    for (std::size_t h = 0; h < hn; ++h) mv[h] = fbatch(mx[h0 + h]);
-    std::size_t s = s0;
-    for (; s + wide * lanes <= s1; s += wide * lanes)
-      approx_chunk_heads<wide>(q, hn, r, kt, i1, s, eh, ld, mv);
-    for (; s + 2 * lanes <= s1; s += 2 * lanes) approx_chunk_heads<2>(q, hn, r, kt, i1, s, eh, ld, mv);
-    for (; s + lanes <= s1; s += lanes) approx_chunk_heads<1>(q, hn, r, kt, i1, s, eh, ld, mv);
-    for (std::size_t h = 0; h < hn; ++h) mx[h0 + h] = hmax(mv[h]);
-    if (s < s1) {
-      std::size_t h = 0;
-      for (; h + 4 <= hn; h += 4)
-        approx_tail_vec<4>(q + h * r, r, kt, i1, s, s1 - s, eh + h * ld, ld, mx + h0 + h);
-      for (; h < hn; ++h)
-        approx_tail_vec<1>(q + h * r, r, kt, i1, s, s1 - s, eh + h * ld, ld, mx + h0 + h);
-    }
-  }
+  logits_passes(qs, g, r, mx, [&](const float* q, std::size_t hn, std::size_t h0, fbatch* mv) {
+    logits_span(q, hn, r, kt, i1, s0, s1, e + h0 * ld, ld, mv, mx + h0);
+  });
 #else
   for (std::size_t s = s0; s < s1; ++s)
     for (std::size_t h = 0; h < g; ++h) approx_tail<1>(qs + h * r, r, kt, i1, s, e + h * ld, ld, mx + h);
@@ -210,44 +232,22 @@ void for_each_kt_page(paged_cols_view<const T> kt, std::size_t r, const std::uin
   }
 }
 
-/// logits_range over a paged Kt: the contiguous kernel's chunks and tails on each page's
-/// columns (page-local positions, e offset by the page's first position), so the logits are
+/// logits_range over a paged Kt: the contiguous kernel's spans on each page's columns
+/// (page-local positions, e offset by the page's first position), so the logits are
 /// bit-identical to those of a contiguous Kt holding the same keys. The running maxima stay
-/// vectors across pages (reduced once per range, not once per page: a 16-column page paid a
+/// vectors across pages (reduced once per pass, not once per page: a 16-column page paid a
 /// horizontal max per head every 16 positions). [s0, s1) may span any pages.
 template <class T>
 void logits_range(const float* qs, std::size_t g, std::size_t r, paged_cols_view<const T> kt,
                   const std::uint32_t* i1, std::size_t s0, std::size_t s1, float* e,
                   std::size_t ld, float* mx) noexcept {
 #if SPARQ_SIMD
-  constexpr std::size_t wide = lanes == 16 ? 4 : 2;
-  constexpr std::size_t HP = logits_heads_per_pass;
-  fbatch mv[HP];
-  for (std::size_t h0 = 0; h0 < g; h0 += HP) {
-    const std::size_t hn = g - h0 < HP ? g - h0 : HP;
-    const float* q = qs + h0 * r;
-    for (std::size_t h = 0; h < hn; ++h) mv[h] = fbatch(mx[h0 + h]);
+  logits_passes(qs, g, r, mx, [&](const float* q, std::size_t hn, std::size_t h0, fbatch* mv) {
     for_each_kt_page<true>(kt, r, i1, s0, s1, [&](cols_view<const T> pg, std::size_t first,
                                                   std::size_t a, std::size_t b) {
-      float* eh = e + h0 * ld + first;
-      std::size_t s = a;
-      for (; s + wide * lanes <= b; s += wide * lanes)
-        approx_chunk_heads<wide>(q, hn, r, pg, i1, s, eh, ld, mv);
-      for (; s + 2 * lanes <= b; s += 2 * lanes) approx_chunk_heads<2>(q, hn, r, pg, i1, s, eh, ld, mv);
-      for (; s + lanes <= b; s += lanes) approx_chunk_heads<1>(q, hn, r, pg, i1, s, eh, ld, mv);
-      if (s < b) {  // tails fold into mx directly; the vector maxima join it below
-        std::size_t h = 0;
-        for (; h + 4 <= hn; h += 4)
-          approx_tail_vec<4>(q + h * r, r, pg, i1, s, b - s, eh + h * ld, ld, mx + h0 + h);
-        for (; h < hn; ++h)
-          approx_tail_vec<1>(q + h * r, r, pg, i1, s, b - s, eh + h * ld, ld, mx + h0 + h);
-      }
+      logits_span(q, hn, r, pg, i1, a, b, e + h0 * ld + first, ld, mv, mx + h0);
     });
-    for (std::size_t h = 0; h < hn; ++h) {
-      const float m = hmax(mv[h]);
-      mx[h0 + h] = m > mx[h0 + h] ? m : mx[h0 + h];
-    }
-  }
+  });
 #else
   for_each_kt_page<true>(kt, r, i1, s0, s1, [&](cols_view<const T> pg, std::size_t first,
                                                 std::size_t a, std::size_t b) {
