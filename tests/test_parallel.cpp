@@ -249,6 +249,50 @@ TYPED_TEST(parallel_test, DenseModeMatchesDenseStepAndOracleAndIsBitIdentical) {
   }
 }
 
+// (d2): the views may be any strided rows. A token-major copy of the cache ([S][H][d] per
+// sequence: row stride H*d, KV heads d apart; the layout dense mode's chunk-major schedule is
+// for) gives the same bits as the kv_cache, in dense and SparQ mode, for every thread count.
+TYPED_TEST(parallel_test, TokenMajorViewsGiveTheSameBitsAsTheCache) {
+  using T = TypeParam;
+  sparq::thread_pool pool(8);
+  const auto cfg = small_cfg();
+  batch_data<T> data({1, 700, 0, 2 * sparq::parallel_chunk + 300}, 3, 2, 71);
+  const std::size_t H = data.H, d = data.d;
+  std::vector<std::vector<T>> tk(data.B), tv(data.B);
+  for (std::size_t b = 0; b < data.B; ++b) {
+    const std::size_t S = data.lens[b];
+    tk[b].resize(std::max<std::size_t>(S, 1) * H * d);
+    tv[b].resize(tk[b].size());
+    for (std::size_t h = 0; h < H; ++h)
+      for (std::size_t s = 0; s < S; ++s) {
+        std::copy_n(data.cache.keys(b, h).row(s), d, tk[b].data() + (s * H + h) * d);
+        std::copy_n(data.cache.values(b, h).row(s), d, tv[b].data() + (s * H + h) * d);
+      }
+  }
+  auto token_major = [&](std::size_t b, std::size_t h) {
+    const std::size_t S = data.lens[b];
+    return sparq::kv_head_view<const T>{{tk[b].data() + h * d, S, d, H * d},
+                                        data.cache.keys_t(b, h),
+                                        {tv[b].data() + h * d, S, d, H * d},
+                                        data.cache.v_mean(b, h)};
+  };
+  for (auto mode : {sparq::batch_mode::dense, sparq::batch_mode::sparq}) {
+    SCOPED_TRACE(mode == sparq::batch_mode::dense ? "dense" : "sparq");
+    sparq::batch_step<T> st(data.B, H, data.g, data.cap, d, cfg, kMaxThreads, mode);
+    const auto base = run_step(st, data, &pool, 1);
+    if (mode == sparq::batch_mode::dense) {
+      check_items(data, base, [&](std::size_t) { return cfg; }, [](std::size_t) { return true; });
+    }
+    for (std::size_t nth : kThreadCounts) {
+      std::vector<float> out(base.size(), std::numeric_limits<float>::quiet_NaN());
+      scratch_buffer buf(st.workspace_bytes(), 5);
+      st.prepare_views(data.q.data(), out.data(), token_major, buf.ws(), nth);
+      sparq::run(pool, nth, st);
+      EXPECT_TRUE(same_bits(base, out)) << "nth = " << nth;
+    }
+  }
+}
+
 // (e): a sequence of length 0 gives zero output (SparQ and dense, whole items and split).
 TEST(parallel, EmptySequenceGivesZeroOutput) {
   using T = float;

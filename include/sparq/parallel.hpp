@@ -221,7 +221,8 @@ class batch_step {
              batch_mode mode = batch_mode::sparq)
       : B_(batch), H_(kv_heads), g_(group), cap_(capacity), d_(head_dim), cfg_(cfg),
         max_threads_(max_threads == 0 ? 1 : max_threads), mode_(mode),
-        views_(batch * kv_heads), len_(batch * kv_heads, 0), k_(batch * kv_heads, cfg.top_k),
+        views_(batch * kv_heads), len_(batch * kv_heads, 0), useq_(batch + 1, 0),
+        k_(batch * kv_heads, cfg.top_k),
         l_(batch * kv_heads, cfg.local),
         dense_(batch * kv_heads, mode == batch_mode::dense ? 1 : 0) {
     check_sizes();
@@ -240,6 +241,7 @@ class batch_step {
       : B_(batch), H_(kv_heads), g_(group), cap_(capacity), d_(head_dim),
         max_threads_(max_threads == 0 ? 1 : max_threads), mode_(batch_mode::sparq),
         policy_(policy), has_policy_(true), views_(batch * kv_heads), len_(batch * kv_heads, 0),
+        useq_(batch + 1, 0),
         k_(batch * kv_heads, 0), l_(batch * kv_heads, 0), dense_(batch * kv_heads, 0) {
     check_sizes();
     policy_.validate(head_dim);
@@ -383,6 +385,11 @@ class batch_step {
     max_chunks_ = 0;
     for (std::size_t it = 0; it < items_; ++it)
       max_chunks_ = std::max(max_chunks_, (len_[it] + parallel_chunk - 1) / parallel_chunk);
+    for (std::size_t b = 0; b < B_; ++b) {  // dense units before sequence b (its longest head)
+      std::size_t nc = 0;
+      for (std::size_t h = 0; h < H_; ++h) nc = std::max(nc, chunks(b * H_ + h));
+      useq_[b + 1] = useq_[b] + nc * H_;
+    }
   }
 
   /// prepare() for sequences 0..batch-1 of a sparq::paged_kv_cache (View must be paged).
@@ -440,8 +447,11 @@ class batch_step {
 
  public:
 
-  /// Phases of the prepared step (1 when every thread runs whole items).
+  /// Phases of the prepared step: 2 in batch_mode::dense (chunks of every head, then the
+  /// merges); otherwise 1 when every thread runs whole items (items >= nth), more when the
+  /// items are split over S.
   std::size_t phases() const noexcept {
+    if (mode_ == batch_mode::dense) return 2;
     if (!split_) return 1;
     return any_sparq_ ? 9 : 2;
   }
@@ -463,6 +473,10 @@ class batch_step {
     if (ith >= nth) detail::contract_violation("batch_step::run_phase: ith >= nth", ith, nth);
     if (p >= phases())
       detail::contract_violation("batch_step::run_phase: phase p >= phases()", p, phases());
+    if (mode_ == batch_mode::dense) {
+      run_dense_phase(p, ith, nth, traffic);
+      return;
+    }
     if (!split_) {
       const std::size_t i0 = ith * items_ / nth, i1 = (ith + 1) * items_ / nth;
       for (std::size_t it = i0; it < i1; ++it) whole_item(it, ith, ith, traffic);
@@ -520,9 +534,34 @@ class batch_step {
   };
   // info[0] = bucket, info[1] = need, info[2] = n positions, info[3] = rest.
 
+  // batch_mode::dense. Phase 0: the units (sequence b, chunk c, KV head h), in that order,
+  // split into nth contiguous ranges; a unit folds chunk c of item (b, h) into its own block
+  // state. Phase 1: each item's log-sum-exp merge. A thread thus visits every KV head of a
+  // sequence over one chunk before the next chunk: when heads share memory pages (a token-
+  // major [S][H][d] cache), it reads whole tokens front to back, as it reads each head's
+  // rows of a packed cache. Same arithmetic per item as any other order, so the same bits.
+  template <class Traffic>
+  void run_dense_phase(std::size_t p, std::size_t ith, std::size_t nth,
+                       Traffic& traffic) noexcept {
+    if (p == 1) {
+      const std::size_t i0 = ith * items_ / nth, i1 = (ith + 1) * items_ / nth;
+      for (std::size_t it = i0; it < i1; ++it) finish(it, it, traffic);
+      return;
+    }
+    const std::size_t U = useq_[B_];
+    const std::size_t u0 = ith * U / nth, u1 = (ith + 1) * U / nth;
+    std::size_t b = 0;
+    for (std::size_t u = u0; u < u1; ++u) {
+      while (u >= useq_[b + 1]) ++b;
+      const std::size_t r = u - useq_[b];
+      const std::size_t it = b * H_ + r % H_;
+      dense_block(it, it, r / H_, ith, traffic);
+    }
+  }
+
   std::size_t slots_for(std::size_t nth) const noexcept {
-    // Split (items < nth): one slot per item. Whole items: one slot per thread.
-    return std::min(items_, nth);
+    // Dense mode and split (items < nth): one slot per item. Whole items: one per thread.
+    return mode_ == batch_mode::dense ? items_ : std::min(items_, nth);
   }
   unsigned char* slot(std::size_t s) const noexcept { return base_ + s * slot_bytes_; }
   template <class U>
@@ -825,6 +864,8 @@ class batch_step {
   bool has_policy_ = false;
   std::vector<View> views_;
   std::vector<std::size_t> len_;
+  // Dense units (sequence, chunk, KV head) before sequence b: useq_[b] (batch_mode::dense).
+  std::vector<std::size_t> useq_;
   // Per item (sequence, KV head): k, l, and whether it runs dense (fixed, or resolved by the
   // policy at prepare()).
   std::vector<std::size_t> k_, l_;
