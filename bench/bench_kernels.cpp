@@ -21,6 +21,7 @@
 //   traffic/none vs traffic/counter: what the traffic policy costs (the default: nothing)
 //   attend/hot: the gathered attention kernel's arithmetic alone (rows resident in L1)
 //   dense/layout: dense_step from DRAM with packed, K|V-interleaved and token-major rows
+//   dense/batch_layout: batch_step's dense mode over all 8 heads, packed and token-major
 
 #include <benchmark/benchmark.h>
 
@@ -240,48 +241,89 @@ void bm_attend_hot(benchmark::State& state) {
 // well under that (Zen 5: 32 MiB per CCD; this VM's sysconf reports a virtual 508 MiB).
 // Bytes per iteration: 2 * S * d * 2, the same in every layout (a formula here, not counted).
 enum class kv_layout { packed, interleaved, token_major };
-void bm_dense_layout(benchmark::State& state, kv_layout lay) {
+constexpr std::size_t layout_S = 65536, layout_H = 8, layout_g = 4;
+using layout_view = sparq::rows_view<const sparq::f16>;
+// Head h's K and V rows in layout lay (the 8 heads' 256 MiB built once, shared by the cases).
+std::pair<layout_view, layout_view> layout_rows(kv_layout lay, std::size_t h) {
   using T = sparq::f16;
-  constexpr std::size_t S = 65536, H = 8, g = 4;
+  constexpr std::size_t S = layout_S, H = layout_H;
   struct buffers {
     std::vector<T, sparq::aligned_allocator<T>> a, b;  // K and V, or K|V across both
-    std::vector<float> q;
-    buffers() : a(H * S * d), b(H * S * d), q(g * d) {
+    buffers() : a(H * S * d), b(H * S * d) {
       std::mt19937 rng(5);
       std::normal_distribution<float> nd;
       for (auto& x : a) x = sparq::from_float<T>(nd(rng));
       for (auto& x : b) x = sparq::from_float<T>(nd(rng));
-      for (auto& x : q) x = nd(rng);
     }
   };
   static const buffers buf;
-  auto views = [&](std::size_t h) {
-    using view = sparq::rows_view<const T>;
-    const T* a = buf.a.data();
-    const T* b = buf.b.data();
-    switch (lay) {
-      case kv_layout::interleaved: {  // head h's [S][K|V] rows: heads 0-3 in a, 4-7 in b
-        const T* base = (h < H / 2 ? a : b) + (h % (H / 2)) * S * 2 * d;
-        return std::pair<view, view>{{base, S, d, 2 * d}, {base + d, S, d, 2 * d}};
-      }
-      case kv_layout::token_major:
-        return std::pair<view, view>{{a + h * d, S, d, H * d}, {b + h * d, S, d, H * d}};
-      case kv_layout::packed:
-        break;
+  const T* a = buf.a.data();
+  const T* b = buf.b.data();
+  switch (lay) {
+    case kv_layout::interleaved: {  // head h's [S][K|V] rows: heads 0-3 in a, 4-7 in b
+      const T* base = (h < H / 2 ? a : b) + (h % (H / 2)) * S * 2 * d;
+      return {{base, S, d, 2 * d}, {base + d, S, d, 2 * d}};
     }
-    return std::pair<view, view>{{a + h * S * d, S, d, d}, {b + h * S * d, S, d, d}};
-  };
+    case kv_layout::token_major:
+      return {{a + h * d, S, d, H * d}, {b + h * d, S, d, H * d}};
+    case kv_layout::packed:
+      break;
+  }
+  return {{a + h * S * d, S, d, d}, {b + h * S * d, S, d, d}};
+}
+
+std::vector<float> layout_queries(std::size_t n) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd;
+  std::vector<float> q(n);
+  for (auto& x : q) x = nd(rng);
+  return q;
+}
+
+void bm_dense_layout(benchmark::State& state, kv_layout lay) {
+  using T = sparq::f16;
+  constexpr std::size_t S = layout_S, H = layout_H, g = layout_g;
+  const std::vector<float> q = layout_queries(g * d);
   std::vector<float> out(g * d);
   std::vector<unsigned char> ws(sparq::dense_workspace_bytes(g, d));
+  (void)layout_rows(lay, 0);  // builds the buffers outside the timed loop
   std::size_t h = 0;
   for (auto _ : state) {
-    const auto kv = views(h);
-    sparq::dense_step(buf.q.data(), g, kv.first, kv.second, 0.0f,
+    const auto kv = layout_rows(lay, h);
+    sparq::dense_step(q.data(), g, kv.first, kv.second, 0.0f,
                       sparq::workspace{ws.data(), ws.size()}, out.data());
     benchmark::DoNotOptimize(out.data());
     h = (h + 3) % H;
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(2 * S * d * sizeof(T) * state.iterations()));
+}
+
+// All 8 KV heads (32 query heads) of one sequence through batch_step's dense mode, which
+// visits every head over one chunk of positions before the next chunk: with token-major rows
+// it reads whole tokens in order (dense_step, one head at a time, reads 256 of every 2048
+// bytes). Bytes per iteration: 8 heads x 2 * S * d * 2 (a formula). The 256 MiB is read in
+// full each step, so nothing is left in the LLC from the previous one.
+void bm_dense_batch_layout(benchmark::State& state, kv_layout lay) {
+  using T = sparq::f16;
+  constexpr std::size_t S = layout_S, H = layout_H, g = layout_g;
+  const std::vector<float> q = layout_queries(H * g * d);
+  std::vector<float> out(H * g * d);
+  sparq::batch_step<T> st(1, H, g, S, d, sparq::config{}, 1, sparq::batch_mode::dense);
+  std::vector<unsigned char> ws(st.workspace_bytes());
+  const sparq::workspace w{ws.data(), ws.size()};
+  auto view_of = [&](std::size_t, std::size_t h) {
+    const auto kv = layout_rows(lay, h);
+    return sparq::kv_head_view<const T>{kv.first, {}, kv.second, nullptr};
+  };
+  (void)layout_rows(lay, 0);  // builds the buffers outside the timed loop
+  for (auto _ : state) {
+    st.prepare_views(q.data(), out.data(), view_of, w, 1);
+    for (std::size_t p = 0; p < st.phases(); ++p) st.run_phase(p, 0, 1);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(
+      static_cast<std::int64_t>(H * 2 * S * d * sizeof(T) * state.iterations()));
 }
 
 void register_all() {
@@ -301,6 +343,12 @@ void register_all() {
       ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("dense/layout/token_major8/f16/g4/S65536", bm_dense_layout,
                                kv_layout::token_major)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("dense/batch_layout/packed/f16/gqa32x8/S65536",
+                               bm_dense_batch_layout, kv_layout::packed)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("dense/batch_layout/token_major8/f16/gqa32x8/S65536",
+                               bm_dense_batch_layout, kv_layout::token_major)
       ->Unit(benchmark::kMicrosecond);
   const std::size_t Ks[] = {1024, 4096, 16384, 65536, 131072};
   // Main sweep: f16, GQA 32/8, batch 1.
