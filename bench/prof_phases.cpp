@@ -6,8 +6,8 @@
 // run on this program's threads through run_phase with a timing policy: the stage marks a
 // step gives its traffic policy (scores, select, attend, reallocate; dense) are the phase
 // boundaries, so nothing here re-implements the pipeline. With threads <= items (8) every
-// thread runs whole items; with more, the S-split path runs, whose selection phases carry no
-// mark (no stage counts their time; the step's wall time includes it).
+// SparQ thread runs whole items; with more, the S-split path runs (its phases mark scores,
+// select, attend, reallocate as whole items do). Dense mode runs chunks, then merges.
 //
 // K, Kt, V live in plain arrays (no kv_cache append), copied until they exceed --rotate MiB,
 // and each step uses the next copy, so every step streams from DRAM (--hot: one copy).

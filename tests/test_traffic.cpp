@@ -365,7 +365,7 @@ std::string names(const std::vector<stage>& v) {
 }
 
 // The stage marks of a step, in order: a SparQ step (k < S) begins scores, select, attend,
-// reallocate; k >= S only attend; dense_step only dense.
+// reallocate; k >= S select (the positions 0..S-1) and attend; dense_step only dense.
 TEST(traffic_stages, StepMarksItsStagesInOrder) {
   filled_cache<sparq::f16> fc(1, 512, 500, 64, 3);
   std::vector<float> q(4 * 64, 0.25f), out(4 * 64);
@@ -380,7 +380,7 @@ TEST(traffic_stages, StepMarksItsStagesInOrder) {
   cfg.top_k = 500;
   stage_log b;
   sparq::step(q.data(), 4, fc.cache.head(0, 0), cfg, ws, out.data(), b);
-  EXPECT_EQ(names(b.seen), "attend");
+  EXPECT_EQ(names(b.seen), "select attend");
   stage_log c;
   auto dws = sparq::workspace_buffer<>::for_dense(4, 64);
   const auto kv = fc.cache.head(0, 0);
@@ -431,6 +431,39 @@ TEST(traffic_stages, BatchStepMarksEachItemAndCountsLikeStep) {
     EXPECT_EQ(tb.bytes_read(stage::select), 0u);
     EXPECT_GT(tb.bytes_read(stage::scores, arena::kt), 0u);
     EXPECT_EQ(tb.bytes_read(stage::reallocate, arena::v_mean), realloc ? H * d * 4 : 0u);
+  }
+}
+
+// batch_step marks what sparq::step marks for an item with k >= S (select attend), on the
+// whole-item path; on the S-split path (one item, two threads) the phases mark scores,
+// select, attend and reallocate in that order, dense mode's chunks dense.
+TEST(traffic_stages, BatchStepMarksFullItemsAndSplitPhases) {
+  const std::size_t H = 1, g = 4, d = 64, S = 1500;
+  filled_cache<sparq::f16> fc(H, 1536, S, d, 6);
+  std::vector<float> q(H * g * d, 0.5f), out(H * g * d);
+  sparq::config cfg;
+  cfg.rank = 8;
+  cfg.top_k = 2000;  // >= S
+  cfg.local = 32;
+  {
+    sparq::batch_step<sparq::f16> st(1, H, g, 1536, d, cfg, 1);
+    std::vector<std::byte> buf(st.workspace_bytes());
+    st.prepare(q.data(), out.data(), fc.cache, {buf.data(), buf.size()}, 1);
+    stage_log log;
+    st.run_phase(0, 0, 1, log);
+    EXPECT_EQ(names(log.seen), "select attend");
+  }
+  cfg.top_k = 128;
+  for (auto mode : {sparq::batch_mode::sparq, sparq::batch_mode::dense}) {
+    sparq::batch_step<sparq::f16> st(1, H, g, 1536, d, cfg, 2, mode);
+    std::vector<std::byte> buf(st.workspace_bytes());
+    st.prepare(q.data(), out.data(), fc.cache, {buf.data(), buf.size()}, 2);
+    stage_log log;
+    for (std::size_t p = 0; p < st.phases(); ++p)
+      for (std::size_t ith = 0; ith < 2; ++ith) st.run_phase(p, ith, 2, log);
+    EXPECT_EQ(names(log.seen), mode == sparq::batch_mode::sparq
+                                   ? "scores select attend reallocate"
+                                   : "dense");
   }
 }
 

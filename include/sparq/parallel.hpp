@@ -495,6 +495,10 @@ class batch_step {
     }
     // Dense items (policy) do their chunks in phase 1 and merge in phase 8; the SparQ-only
     // functions return at once for them.
+    // The stage marks a timing policy sees: scores (phases 0-1; dense items mark dense),
+    // select (2-6), attend (7), reallocate (8, when an item blends).
+    if (p == 0) traffic.begin(stage::scores);
+    if (p >= 2 && p <= 6) traffic.begin(stage::select);
     switch (p) {
       case 0: units(1, [&](std::size_t it, std::size_t) { prologue(it, it); }); break;
       case 1:
@@ -543,6 +547,7 @@ class batch_step {
   template <class Traffic>
   void run_dense_phase(std::size_t p, std::size_t ith, std::size_t nth,
                        Traffic& traffic) noexcept {
+    traffic.begin(stage::dense);
     if (p == 1) {
       const std::size_t i0 = ith * items_ / nth, i1 = (ith + 1) * items_ / nth;
       for (std::size_t it = i0; it < i1; ++it) finish(it, it, traffic);
@@ -587,12 +592,17 @@ class batch_step {
       finish(it, s, traffic);
       return;
     }
-    traffic.begin(stage::scores);
-    prologue(it, s);
-    for (std::size_t c = 0; c < nc; ++c) stage1_chunk(it, s, c, traffic);
-    traffic.begin(stage::select);
-    reduce1(it, s);
-    if (!select_whole(it, s)) {
+    if (full(it)) {  // k >= S: every position, no stage 1 (as sparq::step marks it)
+      traffic.begin(stage::select);
+      finalize(it, s);
+    } else {
+      traffic.begin(stage::scores);
+      prologue(it, s);
+      for (std::size_t c = 0; c < nc; ++c) stage1_chunk(it, s, c, traffic);
+      traffic.begin(stage::select);
+      reduce1(it, s);
+    }
+    if (!full(it) && !select_whole(it, s)) {
       for (std::size_t c = 0; c < nc; ++c) sel_chunk(it, s, c);
       bucket(it, s);
       for (std::size_t c = 0; c < nc; ++c) collect_chunk(it, s, c);

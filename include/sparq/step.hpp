@@ -60,9 +60,10 @@ step_result step_any(const float* q, std::size_t group, const KV& kv, const conf
   float* alpha = f32(L.alpha);
   float* lse = f32(L.lse);
 
-  if (cfg.top_k >= S) {
-    traffic.begin(stage::attend);
+  if (cfg.top_k >= S) {  // every position: no stage 1; the selection is 0..S-1
+    traffic.begin(stage::select);
     for (std::size_t s = 0; s < S; ++s) positions[s] = static_cast<std::uint32_t>(s);
+    traffic.begin(stage::attend);
     attend_positions(q, g, kv.k, kv.v, positions, S, scale, f32(L.attend), out, lse, traffic);
     for (std::size_t h = 0; h < g; ++h) alpha[h] = 1.0f;
     return {positions, S, nullptr, 0, alpha, lse};

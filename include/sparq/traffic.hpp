@@ -10,7 +10,10 @@
 ///
 /// The unit is memory traffic, not load instructions: a kernel reports a K row once per KV
 /// group even when its g query heads each load the row from L1 (GQA sharing), and the
-/// scratch workspace (L1/L2-resident planning arrays) is not reported by the kernels.
+/// scratch workspace is not reported by the kernels (the spec counts what a step reads of
+/// the cache). At long S that scratch is not small: a SparQ item writes and reads back g + 1
+/// fp32 per position (stage 1's exponentials and the group sum), e.g. 1.25 MiB at S = 64k,
+/// g = 4, which mostly stays in the last-level cache.
 ///
 /// What a step reports, per KV head (T = storage type, n = min(k, S)):
 ///   stage    arena    bytes
