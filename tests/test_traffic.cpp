@@ -453,6 +453,16 @@ TEST(traffic_stages, BatchStepMarksFullItemsAndSplitPhases) {
     st.run_phase(0, 0, 1, log);
     EXPECT_EQ(names(log.seen), "select attend");
   }
+  {  // the split path (1 item, 2 threads) with k >= S: no scores mark either
+    sparq::batch_step<sparq::f16> st(1, H, g, 1536, d, cfg, 2);
+    std::vector<std::byte> buf(st.workspace_bytes());
+    st.prepare(q.data(), out.data(), fc.cache, {buf.data(), buf.size()}, 2);
+    ASSERT_GT(st.phases(), 1u);
+    stage_log log;
+    for (std::size_t p = 0; p < st.phases(); ++p)
+      for (std::size_t ith = 0; ith < 2; ++ith) st.run_phase(p, ith, 2, log);
+    EXPECT_EQ(names(log.seen), "select attend");
+  }
   cfg.top_k = 128;
   for (auto mode : {sparq::batch_mode::sparq, sparq::batch_mode::dense}) {
     sparq::batch_step<sparq::f16> st(1, H, g, 1536, d, cfg, 2, mode);

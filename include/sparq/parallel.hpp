@@ -23,9 +23,13 @@
 ///   sparq::decode_policy pol;  pol.dense_below = 1024;
 ///   sparq::batch_step<sparq::f16> st(B, H_kv, g, capacity, d, pol, /*max_threads*/ 8);
 ///
-/// Work items are (sequence, KV head) pairs. With at least as many items as threads each
-/// thread runs whole items (one phase, no barrier; the top-k through the exact block-max
-/// prefilter of topk.hpp when k is small). With fewer items than threads the step also
+/// Work items are (sequence, KV head) pairs. batch_mode::dense always runs two phases (a
+/// barrier between): chunks of `parallel_chunk` positions of every KV head, a sequence's
+/// heads over one chunk before the next chunk (units split over the threads), then each
+/// item's log-sum-exp merge; its workspace holds one slot per item. Otherwise, with at
+/// least as many items as threads each thread runs whole items (one phase, no barrier; the
+/// top-k through the exact block-max prefilter of topk.hpp when k is small). With fewer
+/// items than threads the step also
 /// splits over S: stage 1 and dense attention over fixed chunks of `parallel_chunk`
 /// positions, top-k through per-chunk histograms merged by integer sums, and the gathered
 /// attention over fixed blocks of `parallel_attend_block` positions merged by log-sum-exp.
@@ -37,7 +41,8 @@
 /// by rounding only.
 ///
 /// Allocates: the plan allocates its item table once; prepare/run_phase never allocate (all
-/// scratch is carved from the caller's workspace, planned for `max_threads`). Throws: the
+/// scratch is carved from the caller's workspace, planned for `max_threads`, and in dense
+/// mode for every item). Throws: the
 /// constructor, prepare and run (sparq::error, on bad sizes or an nth that differs from
 /// prepare's); the phases never: run_phase called before a successful prepare, with another
 /// nth than prepare's (see threads()), ith >= nth or p >= phases() prints the violated
@@ -327,6 +332,7 @@ class batch_step {
   template <class ViewOf>
   void prepare_views(const float* q, float* out, ViewOf&& view_of, workspace ws,
                      std::size_t nth) {
+    base_ = nullptr;  // until this prepare succeeds, run_phase aborts (contract violation)
     if (nth == 0 || nth > max_threads_)
       detail::fail("batch_step::prepare: nth = ", nth, "; allowed: 1 <= nth <= max_threads (",
                    max_threads_, ")");
@@ -381,7 +387,11 @@ class batch_step {
     nth_ = nth;
     split_ = items_ < nth;
     any_sparq_ = false;
-    for (std::size_t it = 0; it < items_; ++it) any_sparq_ = any_sparq_ || !dense_[it];
+    any_stage1_ = false;
+    for (std::size_t it = 0; it < items_; ++it) {
+      any_sparq_ = any_sparq_ || !dense_[it];
+      any_stage1_ = any_stage1_ || (!dense_[it] && !full(it));
+    }
     max_chunks_ = 0;
     for (std::size_t it = 0; it < items_; ++it)
       max_chunks_ = std::max(max_chunks_, (len_[it] + parallel_chunk - 1) / parallel_chunk);
@@ -497,8 +507,9 @@ class batch_step {
     // functions return at once for them.
     // The stage marks a timing policy sees: scores (phases 0-1; dense items mark dense),
     // select (2-6), attend (7), reallocate (8, when an item blends).
-    if (p == 0) traffic.begin(stage::scores);
+    if (p == 0 && any_stage1_) traffic.begin(stage::scores);  // else all k >= S: no stage 1
     if (p >= 2 && p <= 6) traffic.begin(stage::select);
+    if (p == 7) traffic.begin(stage::attend);
     switch (p) {
       case 0: units(1, [&](std::size_t it, std::size_t) { prologue(it, it); }); break;
       case 1:
@@ -542,8 +553,9 @@ class batch_step {
   // split into nth contiguous ranges; a unit folds chunk c of item (b, h) into its own block
   // state. Phase 1: each item's log-sum-exp merge. A thread thus visits every KV head of a
   // sequence over one chunk before the next chunk: when heads share memory pages (a token-
-  // major [S][H][d] cache), it reads whole tokens front to back, as it reads each head's
-  // rows of a packed cache. Same arithmetic per item as any other order, so the same bits.
+  // major [S][H][d] cache), the heads revisit the same window of 4096 tokens one after
+  // another instead of each walking the whole cache (page and DRAM locality; measured in
+  // commit de9eaa2). Same arithmetic per item as any other order, so the same bits.
   template <class Traffic>
   void run_dense_phase(std::size_t p, std::size_t ith, std::size_t nth,
                        Traffic& traffic) noexcept {
@@ -889,7 +901,7 @@ class batch_step {
   unsigned char* base_ = nullptr;
   unsigned char* pscratch_ = nullptr;
   std::size_t nth_ = 1, max_chunks_ = 0;
-  bool split_ = false, any_sparq_ = true;
+  bool split_ = false, any_sparq_ = true, any_stage1_ = true;
 };
 
 /// Runs every phase of a prepared step with the nth given to prepare(), on the pool's threads
