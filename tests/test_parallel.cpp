@@ -256,39 +256,119 @@ TYPED_TEST(parallel_test, TokenMajorViewsGiveTheSameBitsAsTheCache) {
   using T = TypeParam;
   sparq::thread_pool pool(8);
   const auto cfg = small_cfg();
-  batch_data<T> data({1, 700, 0, 2 * sparq::parallel_chunk + 300}, 3, 2, 71);
-  const std::size_t H = data.H, d = data.d;
-  std::vector<std::vector<T>> tk(data.B), tv(data.B);
-  for (std::size_t b = 0; b < data.B; ++b) {
-    const std::size_t S = data.lens[b];
-    tk[b].resize(std::max<std::size_t>(S, 1) * H * d);
-    tv[b].resize(tk[b].size());
-    for (std::size_t h = 0; h < H; ++h)
-      for (std::size_t s = 0; s < S; ++s) {
-        std::copy_n(data.cache.keys(b, h).row(s), d, tk[b].data() + (s * H + h) * d);
-        std::copy_n(data.cache.values(b, h).row(s), d, tv[b].data() + (s * H + h) * d);
-      }
-  }
-  auto token_major = [&](std::size_t b, std::size_t h) {
-    const std::size_t S = data.lens[b];
-    return sparq::kv_head_view<const T>{{tk[b].data() + h * d, S, d, H * d},
-                                        data.cache.keys_t(b, h),
-                                        {tv[b].data() + h * d, S, d, H * d},
-                                        data.cache.v_mean(b, h)};
-  };
-  for (auto mode : {sparq::batch_mode::dense, sparq::batch_mode::sparq}) {
-    SCOPED_TRACE(mode == sparq::batch_mode::dense ? "dense" : "sparq");
-    sparq::batch_step<T> st(data.B, H, data.g, data.cap, d, cfg, kMaxThreads, mode);
-    const auto base = run_step(st, data, &pool, 1);
-    if (mode == sparq::batch_mode::dense) {
-      check_items(data, base, [&](std::size_t) { return cfg; }, [](std::size_t) { return true; });
+  // 12 items (whole items for every nth) and 2 items (the S-split for nth >= 3).
+  for (const auto& lens : {std::vector<std::size_t>{1, 700, 0, 2 * sparq::parallel_chunk + 300},
+                           std::vector<std::size_t>{2 * sparq::parallel_chunk + 300}}) {
+    SCOPED_TRACE(::testing::Message() << lens.size() << " sequences");
+    batch_data<T> data(lens, lens.size() == 1 ? 2 : 3, 2, 71 + lens.size());
+    const std::size_t H = data.H, d = data.d;
+    std::vector<std::vector<T>> tk(data.B), tv(data.B);
+    for (std::size_t b = 0; b < data.B; ++b) {
+      const std::size_t S = data.lens[b];
+      tk[b].resize(std::max<std::size_t>(S, 1) * H * d);
+      tv[b].resize(tk[b].size());
+      for (std::size_t h = 0; h < H; ++h)
+        for (std::size_t s = 0; s < S; ++s) {
+          std::copy_n(data.cache.keys(b, h).row(s), d, tk[b].data() + (s * H + h) * d);
+          std::copy_n(data.cache.values(b, h).row(s), d, tv[b].data() + (s * H + h) * d);
+        }
     }
-    for (std::size_t nth : kThreadCounts) {
-      std::vector<float> out(base.size(), std::numeric_limits<float>::quiet_NaN());
-      scratch_buffer buf(st.workspace_bytes(), 5);
-      st.prepare_views(data.q.data(), out.data(), token_major, buf.ws(), nth);
-      sparq::run(pool, nth, st);
-      EXPECT_TRUE(same_bits(base, out)) << "nth = " << nth;
+    auto token_major = [&](std::size_t b, std::size_t h) {
+      const std::size_t S = data.lens[b];
+      return sparq::kv_head_view<const T>{{tk[b].data() + h * d, S, d, H * d},
+                                          data.cache.keys_t(b, h),
+                                          {tv[b].data() + h * d, S, d, H * d},
+                                          data.cache.v_mean(b, h)};
+    };
+    for (auto mode : {sparq::batch_mode::dense, sparq::batch_mode::sparq}) {
+      SCOPED_TRACE(mode == sparq::batch_mode::dense ? "dense" : "sparq");
+      sparq::batch_step<T> st(data.B, H, data.g, data.cap, d, cfg, kMaxThreads, mode);
+      const auto base = run_step(st, data, &pool, 1);
+      if (mode == sparq::batch_mode::dense) {
+        check_items(data, base, [&](std::size_t) { return cfg; }, [](std::size_t) { return true; });
+      }
+      for (std::size_t nth : kThreadCounts) {
+        std::vector<float> out(base.size(), std::numeric_limits<float>::quiet_NaN());
+        scratch_buffer buf(st.workspace_bytes(), 5);
+        st.prepare_views(data.q.data(), out.data(), token_major, buf.ws(), nth);
+        sparq::run(pool, nth, st);
+        EXPECT_TRUE(same_bits(base, out)) << "nth = " << nth;
+      }
+    }
+  }
+}
+
+// (d3): the KV heads of one sequence may have different lengths (views over a prefix of each
+// head's cache rows, as an engine that evicts per head would pass). Dense mode plans its
+// chunk-major units from each sequence's longest head; SparQ mode runs whole items and, with
+// one sequence, the S-split. One batch_step is prepared again with lengths that grow and
+// shrink (round 3 has fewer chunks than round 2, so stale chunk states would show). Each item
+// equals dense_step / sparq::step over the same view (dense also the float64 oracle), and the
+// bits are the same for every thread count.
+TYPED_TEST(parallel_test, HeadsOfOneSequenceMayHaveDifferentLengths) {
+  using T = TypeParam;
+  sparq::thread_pool pool(8);
+  const std::size_t C = sparq::parallel_chunk;
+  const auto cfg = small_cfg();
+  const std::size_t g = 2;
+  // Lengths per (sequence, head); the cache holds the longest of each sequence.
+  const std::vector<std::vector<std::size_t>> rounds2x3 = {
+      {2 * C + 300, 5, 0, /**/ 1, C, C + 1},
+      {0, 0, 3 * C, /**/ 700, 0, 2 * C - 1},
+      {40, C - 1, 2, /**/ 0, 0, 0}};
+  const std::vector<std::vector<std::size_t>> rounds1x3 = {{3 * C, 1, C + 17}, {C, 2 * C + 5, 0}};
+  for (auto mode : {sparq::batch_mode::dense, sparq::batch_mode::sparq}) {
+    const bool dense = mode == sparq::batch_mode::dense;
+    for (const auto* rounds : {&rounds2x3, &rounds1x3}) {
+      const std::size_t H = 3, B = (*rounds)[0].size() / H;
+      SCOPED_TRACE(::testing::Message() << (dense ? "dense" : "sparq") << ", B = " << B);
+      std::vector<std::size_t> longest(B, 0);
+      for (const auto& L : *rounds)
+        for (std::size_t it = 0; it < L.size(); ++it)
+          longest[it / H] = std::max(longest[it / H], L[it]);
+      batch_data<T> data(longest, H, g, 500 + B + (dense ? 1 : 0));
+      sparq::batch_step<T> st(B, H, g, data.cap, data.d, cfg, kMaxThreads, mode);
+      for (std::size_t round = 0; round < rounds->size(); ++round) {
+        SCOPED_TRACE(::testing::Message() << "round " << round);
+        const auto& L = (*rounds)[round];
+        auto view_of = [&](std::size_t b, std::size_t h) {
+          auto kv = data.cache.head(b, h);
+          const std::size_t S = L[b * H + h];
+          kv.k.length = kv.kt.length = kv.v.length = S;
+          return kv;
+        };
+        std::vector<float> base;
+        for (std::size_t nth : kThreadCounts) {
+          std::vector<float> out(B * H * g * data.d, std::numeric_limits<float>::quiet_NaN());
+          scratch_buffer buf(st.workspace_bytes(), 7 + round);
+          st.prepare_views(data.q.data(), out.data(), view_of, buf.ws(), nth);
+          sparq::run(pool, nth, st);
+          if (base.empty()) base = out;
+          else EXPECT_TRUE(same_bits(base, out)) << "nth = " << nth;
+        }
+        for (std::size_t it = 0; it < B * H; ++it) {
+          SCOPED_TRACE(::testing::Message() << "item " << it << " S = " << L[it]);
+          const float* got = base.data() + it * g * data.d;
+          const auto kv = view_of(it / H, it % H);
+          if (L[it] == 0) {
+            for (std::size_t i = 0; i < g * data.d; ++i) ASSERT_EQ(got[i], 0.0f) << i;
+            continue;
+          }
+          std::vector<float> want(g * data.d);
+          const float* q = data.q.data() + it * g * data.d;
+          if (dense) {
+            std::vector<unsigned char> ws(sparq::dense_workspace_bytes(g, data.d));
+            sparq::dense_step(q, g, kv.k, kv.v, 0.0f, {ws.data(), ws.size()}, want.data());
+            const auto ref = sparq::ref::dense(q, g, kv.k, kv.v, 1.0 / std::sqrt(double(data.d)));
+            EXPECT_LT(rel_l2(got, ref), 2e-5) << "vs ref::dense";
+          } else {
+            std::vector<unsigned char> ws(sparq::step_workspace_bytes(g, L[it], data.d, cfg));
+            sparq::step(q, g, kv, cfg, {ws.data(), ws.size()}, want.data());
+          }
+          EXPECT_LT(rel_l2(got, std::vector<double>(want.begin(), want.end())), 1e-5)
+              << (dense ? "vs dense_step" : "vs sparq::step");
+        }
+      }
     }
   }
 }

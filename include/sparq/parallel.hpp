@@ -328,7 +328,8 @@ class batch_step {
   }
 
   /// Binds one step's inputs; call from one thread before the phases. view_of(b, h) returns
-  /// the View of sequence b, KV head h (its length is that sequence's S).
+  /// the View of sequence b, KV head h; its length is that head's S (the heads of a sequence
+  /// may have different lengths, e.g. after per-head eviction; each is at most capacity).
   template <class ViewOf>
   void prepare_views(const float* q, float* out, ViewOf&& view_of, workspace ws,
                      std::size_t nth) {
@@ -349,8 +350,8 @@ class batch_step {
         const auto& kv = views_[it];
         const std::size_t S = kv.length();
         if (S > cap_)
-          detail::fail("batch_step::prepare: sequence ", b, " length = ", S, " > capacity (",
-                       cap_, ")");
+          detail::fail("batch_step::prepare: sequence ", b, " head ", h, " length = ", S,
+                       " > capacity (", cap_, ")");
         len_[it] = S;
         if (has_policy_) {
           const bool dn = policy_.use_dense(S);
