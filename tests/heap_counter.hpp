@@ -29,6 +29,11 @@ void* counted_new_aligned(std::size_t n, std::align_val_t al) {
   return p;
 }
 
+// Every replaced operator delete frees through this out-of-line function: when GCC inlines
+// an operator delete that calls std::free directly next to a `new T` it warns
+// -Wmismatched-new-delete (it cannot see that our operator new is malloc).
+[[gnu::noinline]] void counted_delete(void* p) noexcept { std::free(p); }
+
 struct heap_watch {
   std::size_t start;
   heap_watch() : start(g_heap_news.load()) { g_watching.fetch_add(1); }
@@ -55,11 +60,11 @@ void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
     return nullptr;
   }
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept { counted_delete(p); }
+void operator delete[](void* p) noexcept { counted_delete(p); }
+void operator delete(void* p, std::size_t) noexcept { counted_delete(p); }
+void operator delete[](void* p, std::size_t) noexcept { counted_delete(p); }
+void operator delete(void* p, std::align_val_t) noexcept { counted_delete(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { counted_delete(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { counted_delete(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { counted_delete(p); }
