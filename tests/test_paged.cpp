@@ -272,6 +272,27 @@ TEST(PagedCache, AppendTakesPagesResetReturnsThemTableDescribesThem) {
   EXPECT_EQ(c.length(1), 0u);
 }
 
+// A paged batch_step's prepare(paged_kv_cache) that fails (here: the cache holds fewer
+// sequences than the batch) unbinds the step it replaces: running it aborts instead of
+// computing the previous step's inputs again.
+TEST(PagedDeathTest, FailedPrepareUnbindsTheStep) {
+  const std::size_t d = 16, g = 2, S = 20;
+  sparq::config cfg;
+  cfg.rank = 4;
+  cfg.top_k = 8;
+  cfg.local = 2;
+  sparq::paged_kv_cache<float> one(1, 1, 8, 8, d), two(2, 1, 8, 8, d);
+  std::vector<float> x(S * d, 0.5f), q(2 * g * d, 1.0f), out(2 * g * d);
+  two.append(0, S, x.data(), x.data());
+  two.append(1, S, x.data(), x.data());
+  sparq::batch_step<float, sparq::paged_kv_head_view<const float>> st(2, 1, g, S, d, cfg, 1);
+  std::vector<unsigned char> w(st.workspace_bytes());
+  st.prepare(q.data(), out.data(), two, {w.data(), w.size()}, 1);
+  EXPECT_SPARQ_ERROR(st.prepare(q.data(), out.data(), one, {w.data(), w.size()}, 1),
+                     "cache.max_sequences() = 1; must be >= batch (2)");
+  EXPECT_DEATH(st.run_phase(0, 0, 1), "run_phase before a successful prepare\\(\\)");
+}
+
 TEST(PagedCache, ShuffleIsDeterministicAndScattersPages) {
   auto pages_after = [](std::uint64_t seed) {
     sparq::paged_kv_cache<float> c(1, 1, 64, 1, 4);

@@ -483,6 +483,16 @@ TEST(parallelDeathTest, RunPhaseWithWrongThreadsAborts) {
   for (std::size_t p = 0; p < st.phases(); ++p)
     for (std::size_t ith = 0; ith < 2; ++ith) st.run_phase(p, ith, 2);
   check_items(data, out, [&](std::size_t) { return cfg; }, [](std::size_t) { return false; });
+  // A prepare that fails unbinds the step it replaces, whichever check fails (the cache's
+  // shape, before any view is built; or a view): running it aborts instead of computing the
+  // previous step's inputs again.
+  batch_data<T> wrong_heads({10, 20}, 3, 2, 501, 32);
+  EXPECT_SPARQ_ERROR(st.prepare(data.q.data(), out.data(), wrong_heads.cache, buf.ws(), 2),
+                     "kv_heads");
+  EXPECT_DEATH(st.run_phase(0, 0, 2), "run_phase before a successful prepare\\(\\)");
+  st.prepare(data.q.data(), out.data(), data.cache, buf.ws(), 2);
+  EXPECT_SPARQ_ERROR(st.prepare(nullptr, out.data(), data.cache, buf.ws(), 2), "q is null");
+  EXPECT_DEATH(st.run_phase(0, 0, 2), "run_phase before a successful prepare\\(\\)");
 }
 
 // (g): prepare + run allocate nothing after warm-up (pool and compute on the calling thread).

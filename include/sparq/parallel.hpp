@@ -409,6 +409,7 @@ class batch_step {
                std::size_t nth) {
     static_assert(std::is_same_v<View, paged_kv_head_view<const T>>,
                   "batch_step::prepare(paged_kv_cache): use batch_step<T, paged_kv_head_view<const T>>");
+    base_ = nullptr;  // a failed prepare leaves no step bound (run_phase aborts)
     if (cache.max_sequences() < B_)
       detail::fail("batch_step::prepare: cache.max_sequences() = ", cache.max_sequences(),
                    "; must be >= batch (", B_, ")");
@@ -428,6 +429,7 @@ class batch_step {
                std::size_t nth) {
     static_assert(std::is_same_v<View, kv_head_view<const T>>,
                   "batch_step::prepare(kv_cache): use batch_step<T> (contiguous views)");
+    base_ = nullptr;  // a failed prepare leaves no step bound (run_phase aborts)
     if (cache.batch() != B_)
       detail::fail("batch_step::prepare: cache.batch() = ", cache.batch(), "; must equal batch (",
                    B_, ")");
