@@ -13,7 +13,8 @@
 // same arithmetic), not a formula. The roof is a multi-threaded sum of a float array of
 // max(1 GiB, 2 x LLC) on the same threads in this process, sampled before and after every
 // round of every case (the bandwidth a shared host gives drifts); each case's fractions use
-// the median of its own samples. The pattern read (sparq_bench::read_pattern) replays each
+// the median of its own samples, and a case whose samples span more than 20% of that median
+// is flagged "unsteady" (JSON: case_roof_min_gbps, case_roof_max_gbps). The pattern read (sparq_bench::read_pattern) replays each
 // KV head's SparQ reads (its r Kt rows, its K/V rows) as a plain loop, in the same rounds:
 // what this access pattern costs on this machine without the kernels' arithmetic. It is a
 // yardstick, not a bound (a kernel that overlaps its loads better can beat a plain loop).
@@ -51,10 +52,13 @@ struct case_result {
   std::size_t dense_bytes = 0, sparq_bytes = 0;
   double max_rel_diff = 0;
   double roof = 0, roof_cpu = 0;  // GB/s, sampled next to this case's timings (median)
+  double roof_min = 0, roof_max = 0;  // GB/s, the lowest and highest of those samples
   double pattern_us = 0;          // plain read of SparQ's bytes in its order (median)
 };
 
 constexpr std::size_t d = 128, q_heads = 32, kv_heads = 8, g = q_heads / kv_heads, rank = 16;
+/// A case whose roof samples span more than this fraction of their median is flagged.
+constexpr double roof_spread_warn = 0.2;
 
 template <class T>
 case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, bool quick,
@@ -171,6 +175,8 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
     cs.push_back(c2);
   }
   res.roof = median(rw);
+  res.roof_min = *std::min_element(rw.begin(), rw.end());
+  res.roof_max = *std::max_element(rw.begin(), rw.end());
   res.roof_cpu = median(rc);
   res.dense_us = median(td);
   res.sparq_us = median(ts);
@@ -228,6 +234,16 @@ int main(int argc, char** argv) {
   }
   std::printf("\nbytes: measured by sparq::traffic_counter (K, Kt, V, v_mean reads); MB = 1e6 B, "
               "GB/s = 1e9 B/s; times: medians of wall-clock steps.\n");
+  // A shared host's bandwidth can move by 2x within a case; say so where it did, because the
+  // fractions of such a case compare a step with a roof measured under other conditions.
+  for (const auto& r : results) {
+    const double spread = (r.roof_max - r.roof_min) / r.roof;
+    if (spread > roof_spread_warn)
+      std::printf("unsteady: S = %zu: its roof samples ranged %.1f-%.1f GB/s (%.0f%% of their "
+                  "median): the host's bandwidth moved during this case, so its roof fractions "
+                  "are unreliable; re-run.\n",
+                  r.S, r.roof_min, r.roof_max, 100 * spread);
+  }
   std::printf("\nThe same steps by thread CPU time (per step: sum over phases of the busiest "
               "thread's CPU time;\nunaffected by time-slicing with other processes, still "
               "sharing memory bandwidth with them):\n");
@@ -279,13 +295,14 @@ int main(int argc, char** argv) {
                    "%zu, \"kv_heads\": %zu, \"rank\": %zu, \"top_k\": %zu, \"local\": %zu, "
                    "\"dense_us\": %.3f, \"sparq_us\": %.3f, \"speedup\": %.4f, \"dense_bytes\": "
                    "%zu, \"sparq_bytes\": %zu, \"dense_gbps\": %.3f, \"sparq_gbps\": %.3f, "
-                   "\"case_roof_gbps\": %.3f, \"dense_roof_fraction\": %.4f, \"sparq_roof_fraction\": "
+                   "\"case_roof_gbps\": %.3f, \"case_roof_min_gbps\": %.3f, "
+                   "\"case_roof_max_gbps\": %.3f, \"dense_roof_fraction\": %.4f, \"sparq_roof_fraction\": "
                    "%.4f, \"dense_cpu_us\": %.3f, \"sparq_cpu_us\": %.3f, "
                    "\"pattern_us\": %.3f, \"pattern_gbps\": %.3f, \"pattern_roof_fraction\": %.4f, "
                    "\"pattern_us_over_sparq_us\": %.4f}",
                    i ? "," : "", r.S, dt, d, q_heads, kv_heads, rank, r.k, r.l, r.dense_us,
                    r.sparq_us, r.dense_us / r.sparq_us, r.dense_bytes, r.sparq_bytes, dg, sg,
-                   r.roof, dg / r.roof, sg / r.roof, r.dense_cpu_us, r.sparq_cpu_us, r.pattern_us,
+                   r.roof, r.roof_min, r.roof_max, dg / r.roof, sg / r.roof, r.dense_cpu_us, r.sparq_cpu_us, r.pattern_us,
                    r.sparq_bytes / r.pattern_us * 1e-3,
                    r.sparq_bytes / r.pattern_us * 1e-3 / r.roof, r.pattern_us / r.sparq_us);
     }
