@@ -27,7 +27,7 @@ echo "== [2/7] Debug build with ASan + UBSan and tests ($(date +%T))"
 san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 # Warnings are errors in the Release build above; here GCC 12 at -O1 reports its own AVX-512
 # intrinsics as -Wuninitialized (GCC bug 105593), so warnings stay warnings in this build.
-cmake -S . -B "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF \
+cmake -S . -B "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF -DSPARQ_WERROR=OFF \
   -DSPARQ_BUILD_EXAMPLES=OFF -DCMAKE_CXX_FLAGS="$san -O1" -DCMAKE_EXE_LINKER_FLAGS="$san"
 cmake --build "$out/asan" -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -35,7 +35,7 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 
 echo "== [3/7] ThreadSanitizer build of the threaded tests ($(date +%T))"
 tsan="-fsanitize=thread -fno-omit-frame-pointer"
-cmake -S . -B "$out/tsan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF \
+cmake -S . -B "$out/tsan" -DCMAKE_BUILD_TYPE=Debug -DSPARQ_BUILD_BENCHMARKS=OFF -DSPARQ_WERROR=ON \
   -DSPARQ_BUILD_EXAMPLES=OFF -DSPARQ_TESTS_ONLY="parallel|paged" -DCMAKE_CXX_FLAGS="$tsan -O1" \
   -DCMAKE_EXE_LINKER_FLAGS="$tsan"
 cmake --build "$out/tsan" -j"$jobs"
