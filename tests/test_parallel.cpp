@@ -298,13 +298,15 @@ TYPED_TEST(parallel_test, TokenMajorViewsGiveTheSameBitsAsTheCache) {
   }
 }
 
-// (d3): the KV heads of one sequence may have different lengths (views over a prefix of each
-// head's cache rows, as an engine that evicts per head would pass). Dense mode plans its
-// chunk-major units from each sequence's longest head; SparQ mode runs whole items and, with
-// one sequence, the S-split. One batch_step is prepared again with lengths that grow and
-// shrink (round 3 has fewer chunks than round 2, so stale chunk states would show). Each item
-// equals dense_step / sparq::step over the same view (dense also the float64 oracle), and the
-// bits are the same for every thread count.
+// (d3): the KV heads of one sequence may have different lengths (here views over a prefix of
+// each head's cache rows; their v_mean stays the cache's, which the comparison with
+// sparq::step over the same view does not mind). Dense mode plans its chunk-major units from
+// each sequence's longest head; SparQ mode runs whole items and, with one sequence, the
+// S-split. One batch_step and one workspace (filled with 0xff bytes once) serve every round
+// and thread count, with lengths that grow and shrink (the last round of the 2 x 3 batch has
+// fewer chunks than the one before, so chunk states or plans left from an earlier prepare
+// would show). Each item equals dense_step / sparq::step over the same view (dense also the
+// float64 oracle), and the bits are the same for every thread count.
 TYPED_TEST(parallel_test, HeadsOfOneSequenceMayHaveDifferentLengths) {
   using T = TypeParam;
   sparq::thread_pool pool(8);
@@ -328,6 +330,8 @@ TYPED_TEST(parallel_test, HeadsOfOneSequenceMayHaveDifferentLengths) {
           longest[it / H] = std::max(longest[it / H], L[it]);
       batch_data<T> data(longest, H, g, 500 + B + (dense ? 1 : 0));
       sparq::batch_step<T> st(B, H, g, data.cap, data.d, cfg, kMaxThreads, mode);
+      scratch_buffer buf(st.workspace_bytes(), 7);
+      std::memset(buf.ws().data, 0xff, buf.ws().bytes);
       for (std::size_t round = 0; round < rounds->size(); ++round) {
         SCOPED_TRACE(::testing::Message() << "round " << round);
         const auto& L = (*rounds)[round];
@@ -340,7 +344,6 @@ TYPED_TEST(parallel_test, HeadsOfOneSequenceMayHaveDifferentLengths) {
         std::vector<float> base;
         for (std::size_t nth : kThreadCounts) {
           std::vector<float> out(B * H * g * data.d, std::numeric_limits<float>::quiet_NaN());
-          scratch_buffer buf(st.workspace_bytes(), 7 + round);
           st.prepare_views(data.q.data(), out.data(), view_of, buf.ws(), nth);
           sparq::run(pool, nth, st);
           if (base.empty()) base = out;
@@ -484,15 +487,20 @@ TEST(parallelDeathTest, RunPhaseWithWrongThreadsAborts) {
     for (std::size_t ith = 0; ith < 2; ++ith) st.run_phase(p, ith, 2);
   check_items(data, out, [&](std::size_t) { return cfg; }, [](std::size_t) { return false; });
   // A prepare that fails unbinds the step it replaces, whichever check fails (the cache's
-  // shape, before any view is built; or a view): running it aborts instead of computing the
-  // previous step's inputs again.
+  // shape, checked before any view is built; or prepare_views' own checks): run_phase aborts
+  // and run() throws instead of computing the previous step's inputs again.
   batch_data<T> wrong_heads({10, 20}, 3, 2, 501, 32);
   EXPECT_SPARQ_ERROR(st.prepare(data.q.data(), out.data(), wrong_heads.cache, buf.ws(), 2),
                      "kv_heads");
   EXPECT_DEATH(st.run_phase(0, 0, 2), "run_phase before a successful prepare\\(\\)");
+  EXPECT_FALSE(st.prepared());
+  sparq::thread_pool pool(2);
+  EXPECT_SPARQ_ERROR(sparq::run(pool, 2, st), "run: the batch_step is not prepared");
   st.prepare(data.q.data(), out.data(), data.cache, buf.ws(), 2);
+  EXPECT_TRUE(st.prepared());
   EXPECT_SPARQ_ERROR(st.prepare(nullptr, out.data(), data.cache, buf.ws(), 2), "q is null");
   EXPECT_DEATH(st.run_phase(0, 0, 2), "run_phase before a successful prepare\\(\\)");
+  EXPECT_SPARQ_ERROR(sparq::run(pool, 2, st), "run: the batch_step is not prepared");
 }
 
 // (g): prepare + run allocate nothing after warm-up (pool and compute on the calling thread).

@@ -472,6 +472,10 @@ class batch_step {
   /// The thread count prepare() was given: every run_phase call must pass it.
   std::size_t threads() const noexcept { return nth_; }
 
+  /// Whether a step is bound: the last prepare() succeeded (false before any prepare() and
+  /// after one that threw).
+  bool prepared() const noexcept { return base_ != nullptr; }
+
   /// Does thread ith's share of phase p. Every thread must finish phase p before any starts
   /// phase p + 1. Requires a successful prepare(), nth == threads() (prepare's nth), ith < nth
   /// and p < phases(); otherwise prints the violated condition and aborts (a different nth
@@ -909,9 +913,12 @@ class batch_step {
 
 /// Runs every phase of a prepared step with the nth given to prepare(), on the pool's threads
 /// (if the pool has fewer than nth threads, each runs several shares; same result).
-/// Throws sparq::error when nth is not the nth given to prepare().
+/// Throws sparq::error when no step is prepared (none was, or the last prepare() threw) or
+/// nth is not the nth given to prepare().
 template <class T, class View>
 void run(thread_pool& pool, std::size_t nth, batch_step<T, View>& st) {
+  if (!st.prepared())
+    detail::fail("run: the batch_step is not prepared (no prepare() yet, or the last one threw)");
   if (nth != st.threads())
     detail::fail("run: nth = ", nth, "; must equal the nth given to batch_step::prepare (",
                  st.threads(), ")");
