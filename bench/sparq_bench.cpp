@@ -14,10 +14,11 @@
 // max(1 GiB, 2 x LLC) on the same threads in this process, sampled before and after every
 // round of every case (the bandwidth a shared host gives drifts); each case's fractions use
 // the median of its own samples, and a case whose samples span more than 20% of that median
-// is flagged "unsteady" (JSON: case_roof_min_gbps, case_roof_max_gbps). The pattern read (sparq_bench::read_pattern) replays each
-// KV head's SparQ reads (its r Kt rows, its K/V rows) as a plain loop, in the same rounds:
-// what this access pattern costs on this machine without the kernels' arithmetic. It is a
-// yardstick, not a bound (a kernel that overlaps its loads better can beat a plain loop).
+// is flagged "unsteady" (JSON: case_roof_min_gbps, case_roof_max_gbps). The pattern read
+// (sparq_bench::read_pattern) replays each KV head's SparQ reads (its r Kt rows, its K/V
+// rows) as a plain loop, in the same rounds: what this access pattern costs on this machine
+// without the kernels' arithmetic. It is a yardstick, not a bound (a kernel that overlaps its
+// loads better can beat a plain loop).
 //
 // Usage: sparq-bench [--quick] [--json FILE] [--threads N] [--dtype f16|f32|bf16]
 
@@ -296,13 +297,14 @@ int main(int argc, char** argv) {
                    "\"dense_us\": %.3f, \"sparq_us\": %.3f, \"speedup\": %.4f, \"dense_bytes\": "
                    "%zu, \"sparq_bytes\": %zu, \"dense_gbps\": %.3f, \"sparq_gbps\": %.3f, "
                    "\"case_roof_gbps\": %.3f, \"case_roof_min_gbps\": %.3f, "
-                   "\"case_roof_max_gbps\": %.3f, \"dense_roof_fraction\": %.4f, \"sparq_roof_fraction\": "
-                   "%.4f, \"dense_cpu_us\": %.3f, \"sparq_cpu_us\": %.3f, "
+                   "\"case_roof_max_gbps\": %.3f, \"dense_roof_fraction\": %.4f, "
+                   "\"sparq_roof_fraction\": %.4f, \"dense_cpu_us\": %.3f, \"sparq_cpu_us\": %.3f, "
                    "\"pattern_us\": %.3f, \"pattern_gbps\": %.3f, \"pattern_roof_fraction\": %.4f, "
                    "\"pattern_us_over_sparq_us\": %.4f}",
                    i ? "," : "", r.S, dt, d, q_heads, kv_heads, rank, r.k, r.l, r.dense_us,
                    r.sparq_us, r.dense_us / r.sparq_us, r.dense_bytes, r.sparq_bytes, dg, sg,
-                   r.roof, r.roof_min, r.roof_max, dg / r.roof, sg / r.roof, r.dense_cpu_us, r.sparq_cpu_us, r.pattern_us,
+                   r.roof, r.roof_min, r.roof_max, dg / r.roof, sg / r.roof, r.dense_cpu_us,
+                   r.sparq_cpu_us, r.pattern_us,
                    r.sparq_bytes / r.pattern_us * 1e-3,
                    r.sparq_bytes / r.pattern_us * 1e-3 / r.roof, r.pattern_us / r.sparq_us);
     }
