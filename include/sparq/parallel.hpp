@@ -43,8 +43,9 @@
 /// Allocates: the plan allocates its item table once; prepare/run_phase never allocate (all
 /// scratch is carved from the caller's workspace, planned for `max_threads`, and in dense
 /// mode for every item). Throws: the
-/// constructor, prepare and run (sparq::error, on bad sizes or an nth that differs from
-/// prepare's); the phases never: run_phase called before a successful prepare, with another
+/// constructor, prepare and run (sparq::error, on bad sizes, an nth that differs from
+/// prepare's, or run without a prepared step: a prepare that throws unbinds the previous one,
+/// see prepared()); the phases never: run_phase called without a successful prepare, with another
 /// nth than prepare's (see threads()), ith >= nth or p >= phases() prints the violated
 /// condition and aborts.
 ///
