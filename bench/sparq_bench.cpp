@@ -13,8 +13,9 @@
 // same arithmetic), not a formula. The roof is a multi-threaded sum of a float array of
 // max(1 GiB, 2 x LLC) on the same threads in this process, sampled before and after every
 // round of every case (the bandwidth a shared host gives drifts); each case's fractions use
-// the median of its own samples, and a case whose samples span more than 20% of that median
-// is flagged "unsteady" (JSON: case_roof_min_gbps, case_roof_max_gbps). The pattern read
+// the median of its own samples, and a case whose samples span more than 20% of that median,
+// or whose dense step read faster than that median, is flagged "unsteady" (JSON:
+// case_roof_min_gbps, case_roof_max_gbps). The pattern read
 // (sparq_bench::read_pattern) replays each KV head's SparQ reads (its r Kt rows, its K/V
 // rows) as a plain loop, in the same rounds: what this access pattern costs on this machine
 // without the kernels' arithmetic. It is a yardstick, not a bound (a kernel that overlaps its
@@ -244,6 +245,11 @@ int main(int argc, char** argv) {
                   "median): the host's bandwidth moved during this case, so its roof fractions "
                   "are unreliable; re-run.\n",
                   r.S, r.roof_min, r.roof_max, 100 * spread);
+    const double dg = r.dense_bytes / r.dense_us * 1e-3;
+    if (dg > r.roof)  // a congested roof read can run slower than the dense step's own reads
+      std::printf("unsteady: S = %zu: dense read %.1f GB/s, above the roof's %.1f: the roof "
+                  "is no bound in this run (the host was congested); re-run.\n",
+                  r.S, dg, r.roof);
   }
   std::printf("\nThe same steps by thread CPU time (per step: sum over phases of the busiest "
               "thread's CPU time;\nunaffected by time-slicing with other processes, still "
