@@ -301,8 +301,9 @@ void bm_dense_layout(benchmark::State& state, kv_layout lay) {
 // All 8 KV heads (32 query heads) of one sequence through batch_step's dense mode, which
 // visits every head over one chunk of positions before the next chunk: with token-major rows
 // the heads revisit the same window of tokens in turn (dense_step, one head at a time, walks
-// the whole cache reading 256 of every 2048 bytes). Bytes per iteration: 8 heads x 2 * S * d * 2 (a formula). The 256 MiB is read in
-// full each step, so nothing is left in the LLC from the previous one.
+// the whole cache reading 256 of every 2048 bytes). Bytes per iteration: 8 heads x 2 * S * d
+// * 2 (a formula). The 256 MiB is read in full each step, so nothing is left in the LLC
+// from the previous one.
 void bm_dense_batch_layout(benchmark::State& state, kv_layout lay) {
   using T = sparq::f16;
   constexpr std::size_t S = layout_S, H = layout_H, g = layout_g;

@@ -56,6 +56,11 @@ struct case_result {
   double roof = 0, roof_cpu = 0;  // GB/s, sampled next to this case's timings (median)
   double roof_min = 0, roof_max = 0;  // GB/s, the lowest and highest of those samples
   double pattern_us = 0;          // plain read of SparQ's bytes in its order (median)
+
+  // GB/s (1e9 B/s) of the median steps and of the pattern read.
+  double dense_gbps() const { return dense_bytes / dense_us * 1e-3; }
+  double sparq_gbps() const { return sparq_bytes / sparq_us * 1e-3; }
+  double pattern_gbps() const { return sparq_bytes / pattern_us * 1e-3; }
 };
 
 constexpr std::size_t d = 128, q_heads = 32, kv_heads = 8, g = q_heads / kv_heads, rank = 16;
@@ -225,7 +230,7 @@ int main(int argc, char** argv) {
         opt.dtype == "f32"    ? run_case<float>(S, pool, nth, quick, big, meter)
         : opt.dtype == "bf16" ? run_case<sparq::bf16>(S, pool, nth, quick, big, meter)
                               : run_case<sparq::f16>(S, pool, nth, quick, big, meter);
-    const double dg = r.dense_bytes / r.dense_us * 1e-3, sg = r.sparq_bytes / r.sparq_us * 1e-3;
+    const double dg = r.dense_gbps(), sg = r.sparq_gbps();
     std::printf("%7zu %6zu %5zu | %10.1f %10.1f %6.2fx | %9.2f %9.2f | %8.1f %8.1f %8.1f | "
                 "%5.0f%% %5.0f%%\n",
                 r.S, r.k, r.l, r.dense_us, r.sparq_us, r.dense_us / r.sparq_us,
@@ -245,7 +250,7 @@ int main(int argc, char** argv) {
                   "median): the host's bandwidth moved during this case, so its roof fractions "
                   "are unreliable; re-run.\n",
                   r.S, r.roof_min, r.roof_max, 100 * spread);
-    const double dg = r.dense_bytes / r.dense_us * 1e-3;
+    const double dg = r.dense_gbps();
     if (dg > r.roof)  // a congested roof read can run slower than the dense step's own reads
       std::printf("unsteady: S = %zu: dense read %.1f GB/s, above the roof's %.1f: the roof "
                   "is no bound in this run (the host was congested); re-run.\n",
@@ -276,7 +281,7 @@ int main(int argc, char** argv) {
   std::printf("%7s | %10s %10s %8s | %8s %8s\n", "S", "sparq_us", "pattern_us", "pat_GBs",
               "pat_roof", "s_vs_pat");
   for (const auto& r : results) {
-    const double pg = r.sparq_bytes / r.pattern_us * 1e-3;
+    const double pg = r.pattern_gbps();
     std::printf("%7zu | %10.1f %10.1f %8.1f | %7.0f%% %7.0f%%\n", r.S, r.sparq_us, r.pattern_us,
                 pg, 100 * pg / r.roof, 100 * r.pattern_us / r.sparq_us);
   }
@@ -296,7 +301,7 @@ int main(int argc, char** argv) {
                  roof, roof_cpu, nth, cpu_model().c_str());
     for (std::size_t i = 0; i < results.size(); ++i) {
       const auto& r = results[i];
-      const double dg = r.dense_bytes / r.dense_us * 1e-3, sg = r.sparq_bytes / r.sparq_us * 1e-3;
+      const double dg = r.dense_gbps(), sg = r.sparq_gbps(), pg = r.pattern_gbps();
       std::fprintf(f,
                    "%s\n  {\"seq_len\": %zu, \"dtype\": \"%s\", \"head_dim\": %zu, \"q_heads\": "
                    "%zu, \"kv_heads\": %zu, \"rank\": %zu, \"top_k\": %zu, \"local\": %zu, "
@@ -311,8 +316,7 @@ int main(int argc, char** argv) {
                    r.sparq_us, r.dense_us / r.sparq_us, r.dense_bytes, r.sparq_bytes, dg, sg,
                    r.roof, r.roof_min, r.roof_max, dg / r.roof, sg / r.roof, r.dense_cpu_us,
                    r.sparq_cpu_us, r.pattern_us,
-                   r.sparq_bytes / r.pattern_us * 1e-3,
-                   r.sparq_bytes / r.pattern_us * 1e-3 / r.roof, r.pattern_us / r.sparq_us);
+                   pg, pg / r.roof, r.pattern_us / r.sparq_us);
     }
     std::fprintf(f, "\n]}\n");
     std::fclose(f);

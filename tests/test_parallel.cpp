@@ -14,6 +14,7 @@
 #include <sparq/parallel.hpp>
 #include <sparq/policy.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -119,6 +120,37 @@ std::vector<double> slice(const std::vector<double>& v, std::size_t off, std::si
   return std::vector<double>(v.begin() + off, v.begin() + off + n);
 }
 
+/// Checks one item's output `got` ([g][d]) for the view kv of length S: zero when S = 0;
+/// dense: against dense_step and ref::dense; SparQ: against sparq::step, whose selection
+/// (components, positions) it stores in *sel for an oracle comparison by the caller.
+template <class KV>
+void check_item(const float* got, const float* q, std::size_t g, std::size_t d, const KV& kv,
+                std::size_t S, bool dense, const sparq::config& cfg,
+                sparq::ref::sparq_result* sel = nullptr) {
+  if (S == 0) {
+    for (std::size_t i = 0; i < g * d; ++i) ASSERT_EQ(got[i], 0.0f) << i;
+    return;
+  }
+  std::vector<float> want(g * d);
+  if (dense) {
+    std::vector<unsigned char> ws(sparq::dense_workspace_bytes(g, d));
+    sparq::dense_step(q, g, kv.k, kv.v, 0.0f, {ws.data(), ws.size()}, want.data());
+    EXPECT_LT(rel_l2(got, std::vector<double>(want.begin(), want.end())), 1e-5)
+        << "vs dense_step";
+    const auto ref = sparq::ref::dense(q, g, kv.k, kv.v, 1.0 / std::sqrt(double(d)));
+    EXPECT_LT(rel_l2(got, ref), 2e-5) << "vs ref::dense";
+    return;
+  }
+  std::vector<unsigned char> ws(sparq::step_workspace_bytes(g, S, d, cfg));
+  const auto res = sparq::step(q, g, kv, cfg, {ws.data(), ws.size()}, want.data());
+  EXPECT_LT(rel_l2(got, std::vector<double>(want.begin(), want.end())), 1e-5)
+      << "vs sparq::step";
+  if (sel) {
+    sel->positions = to_vec(res.positions, res.n_positions);
+    sel->components = to_vec(res.components, res.n_components);
+  }
+}
+
 /// Checks every item of `out` against sparq::step (or dense_step) and the float64 oracles.
 /// cfg_of(S): the SparQ config of a sequence of length S; dense_of(S): whether it is dense.
 template <class T, class CfgOf, class DenseOf>
@@ -131,31 +163,19 @@ void check_items(const batch_data<T>& data, const std::vector<float>& out, CfgOf
                                         << ") kv head " << h << " g = " << g);
       const float* got = out.data() + (b * data.H + h) * g * d;
       const std::size_t S = data.lens[b];
-      if (S == 0) {
-        for (std::size_t i = 0; i < g * d; ++i) ASSERT_EQ(got[i], 0.0f) << i;
-        continue;
-      }
       const auto kv = data.cache.head(b, h);
       const float* q = data.q_of(b, h);
-      std::vector<float> want(g * d);
-      if (dense_of(S)) {
-        std::vector<unsigned char> ws(sparq::dense_workspace_bytes(g, d));
-        sparq::dense_step(q, g, kv.k, kv.v, 0.0f, {ws.data(), ws.size()}, want.data());
-        const std::vector<double> w64(want.begin(), want.end());
-        EXPECT_LT(rel_l2(got, w64), 1e-5) << "vs dense_step";
-        const auto ref = sparq::ref::dense(q, g, kv.k, kv.v, 1.0 / std::sqrt(double(d)));
-        EXPECT_LT(rel_l2(got, ref), 2e-5) << "vs ref::dense";
+      const bool dense = S > 0 && dense_of(S);
+      const sparq::config cfg = S > 0 && !dense ? cfg_of(S) : sparq::config{};
+      sparq::ref::sparq_result sel;
+      check_item(got, q, g, d, kv, S, dense, cfg, &sel);
+      if (S == 0) continue;
+      if (dense) {
         if (oracle_checked) ++*oracle_checked;
         continue;
       }
-      const sparq::config cfg = cfg_of(S);
-      std::vector<unsigned char> ws(sparq::step_workspace_bytes(g, S, d, cfg));
-      const auto res = sparq::step(q, g, kv, cfg, {ws.data(), ws.size()}, want.data());
-      const std::vector<double> w64(want.begin(), want.end());
-      EXPECT_LT(rel_l2(got, w64), 1e-5) << "vs sparq::step";
       const auto ref = sparq::ref::sparq(q, g, kv, cfg);
-      if (to_vec(res.positions, res.n_positions) == ref.positions &&
-          to_vec(res.components, res.n_components) == ref.components) {
+      if (sel.positions == ref.positions && sel.components == ref.components) {
         EXPECT_LT(rel_l2(got, ref.out), 2e-5) << "vs ref::sparq";
         for (std::size_t j = 0; j < g; ++j)
           EXPECT_LT(rel_l2(got + j * d, slice(ref.out, j * d, d)), 2e-5) << "query head " << j;
@@ -331,7 +351,7 @@ TYPED_TEST(parallel_test, HeadsOfOneSequenceMayHaveDifferentLengths) {
       batch_data<T> data(longest, H, g, 500 + B + (dense ? 1 : 0));
       sparq::batch_step<T> st(B, H, g, data.cap, data.d, cfg, kMaxThreads, mode);
       scratch_buffer buf(st.workspace_bytes(), 7);
-      std::memset(buf.ws().data, 0xff, buf.ws().bytes);
+      std::fill(buf.buf.begin(), buf.buf.end(), static_cast<unsigned char>(0xff));
       for (std::size_t round = 0; round < rounds->size(); ++round) {
         SCOPED_TRACE(::testing::Message() << "round " << round);
         const auto& L = (*rounds)[round];
@@ -353,23 +373,7 @@ TYPED_TEST(parallel_test, HeadsOfOneSequenceMayHaveDifferentLengths) {
           SCOPED_TRACE(::testing::Message() << "item " << it << " S = " << L[it]);
           const float* got = base.data() + it * g * data.d;
           const auto kv = view_of(it / H, it % H);
-          if (L[it] == 0) {
-            for (std::size_t i = 0; i < g * data.d; ++i) ASSERT_EQ(got[i], 0.0f) << i;
-            continue;
-          }
-          std::vector<float> want(g * data.d);
-          const float* q = data.q.data() + it * g * data.d;
-          if (dense) {
-            std::vector<unsigned char> ws(sparq::dense_workspace_bytes(g, data.d));
-            sparq::dense_step(q, g, kv.k, kv.v, 0.0f, {ws.data(), ws.size()}, want.data());
-            const auto ref = sparq::ref::dense(q, g, kv.k, kv.v, 1.0 / std::sqrt(double(data.d)));
-            EXPECT_LT(rel_l2(got, ref), 2e-5) << "vs ref::dense";
-          } else {
-            std::vector<unsigned char> ws(sparq::step_workspace_bytes(g, L[it], data.d, cfg));
-            sparq::step(q, g, kv, cfg, {ws.data(), ws.size()}, want.data());
-          }
-          EXPECT_LT(rel_l2(got, std::vector<double>(want.begin(), want.end())), 1e-5)
-              << (dense ? "vs dense_step" : "vs sparq::step");
+          check_item(got, data.q.data() + it * g * data.d, g, data.d, kv, L[it], dense, cfg);
         }
       }
     }

@@ -445,36 +445,26 @@ TEST(traffic_stages, BatchStepMarksFullItemsAndSplitPhases) {
   cfg.rank = 8;
   cfg.top_k = 2000;  // >= S
   cfg.local = 32;
-  {
-    sparq::batch_step<sparq::f16> st(1, H, g, 1536, d, cfg, 1);
+  // The marks of every phase of one step on nth threads (1 item: SparQ with nth > 1 takes
+  // the split path, checked by its phase count).
+  auto marks = [&](std::size_t nth, sparq::batch_mode mode) {
+    sparq::batch_step<sparq::f16> st(1, H, g, 1536, d, cfg, nth, mode);
     std::vector<std::byte> buf(st.workspace_bytes());
-    st.prepare(q.data(), out.data(), fc.cache, {buf.data(), buf.size()}, 1);
-    stage_log log;
-    st.run_phase(0, 0, 1, log);
-    EXPECT_EQ(names(log.seen), "select attend");
-  }
-  {  // the split path (1 item, 2 threads) with k >= S: no scores mark either
-    sparq::batch_step<sparq::f16> st(1, H, g, 1536, d, cfg, 2);
-    std::vector<std::byte> buf(st.workspace_bytes());
-    st.prepare(q.data(), out.data(), fc.cache, {buf.data(), buf.size()}, 2);
-    ASSERT_GT(st.phases(), 1u);
+    st.prepare(q.data(), out.data(), fc.cache, {buf.data(), buf.size()}, nth);
+    if (mode == sparq::batch_mode::sparq && nth > 1) {
+      EXPECT_GT(st.phases(), 1u);
+    }
     stage_log log;
     for (std::size_t p = 0; p < st.phases(); ++p)
-      for (std::size_t ith = 0; ith < 2; ++ith) st.run_phase(p, ith, 2, log);
-    EXPECT_EQ(names(log.seen), "select attend");
-  }
+      for (std::size_t ith = 0; ith < nth; ++ith) st.run_phase(p, ith, nth, log);
+    return names(log.seen);
+  };
+  EXPECT_EQ(marks(1, sparq::batch_mode::sparq), "select attend");
+  // The split path (1 item, 2 threads) with k >= S: no scores mark either.
+  EXPECT_EQ(marks(2, sparq::batch_mode::sparq), "select attend");
   cfg.top_k = 128;
-  for (auto mode : {sparq::batch_mode::sparq, sparq::batch_mode::dense}) {
-    sparq::batch_step<sparq::f16> st(1, H, g, 1536, d, cfg, 2, mode);
-    std::vector<std::byte> buf(st.workspace_bytes());
-    st.prepare(q.data(), out.data(), fc.cache, {buf.data(), buf.size()}, 2);
-    stage_log log;
-    for (std::size_t p = 0; p < st.phases(); ++p)
-      for (std::size_t ith = 0; ith < 2; ++ith) st.run_phase(p, ith, 2, log);
-    EXPECT_EQ(names(log.seen), mode == sparq::batch_mode::sparq
-                                   ? "scores select attend reallocate"
-                                   : "dense");
-  }
+  EXPECT_EQ(marks(2, sparq::batch_mode::sparq), "scores select attend reallocate");
+  EXPECT_EQ(marks(2, sparq::batch_mode::dense), "dense");
 }
 
 TEST(traffic_counter, NoTrafficIsEmpty) {

@@ -29,10 +29,10 @@
 /// item's log-sum-exp merge; its workspace holds one slot per item. Otherwise, with at
 /// least as many items as threads each thread runs whole items (one phase, no barrier; the
 /// top-k through the exact block-max prefilter of topk.hpp when k is small). With fewer
-/// items than threads the step also
-/// splits over S: stage 1 and dense attention over fixed chunks of `parallel_chunk`
-/// positions, top-k through per-chunk histograms merged by integer sums, and the gathered
-/// attention over fixed blocks of `parallel_attend_block` positions merged by log-sum-exp.
+/// items than threads the step also splits over S: stage 1 and dense attention over fixed
+/// chunks of `parallel_chunk` positions, top-k through per-chunk histograms merged by
+/// integer sums, and the gathered attention over fixed blocks of `parallel_attend_block`
+/// positions merged by log-sum-exp.
 /// Both top-k routes return the same positions (the exact top-k of the same scores).
 ///
 /// Determinism: an item is ALWAYS computed with those same chunks, blocks and merge orders,
@@ -42,12 +42,11 @@
 ///
 /// Allocates: the plan allocates its item table once; prepare/run_phase never allocate (all
 /// scratch is carved from the caller's workspace, planned for `max_threads`, and in dense
-/// mode for every item). Throws: the
-/// constructor, prepare and run (sparq::error, on bad sizes, an nth that differs from
-/// prepare's, or run without a prepared step: a prepare that throws unbinds the previous one,
-/// see prepared()); the phases never: run_phase called without a successful prepare, with another
-/// nth than prepare's (see threads()), ith >= nth or p >= phases() prints the violated
-/// condition and aborts.
+/// mode for every item). Throws: the constructor, prepare and run (sparq::error, on bad
+/// sizes, an nth that differs from prepare's, or run without a prepared step: a prepare that
+/// throws unbinds the previous one, see prepared()); the phases never: run_phase called
+/// without a successful prepare, with another nth than prepare's (see threads()), ith >= nth
+/// or p >= phases() prints the violated condition and aborts.
 ///
 /// Traffic: the policy's calls are made by whichever thread does the work; a counting
 /// policy (traffic_counter) is not thread-safe, so count with nth = 1.
@@ -621,12 +620,12 @@ class batch_step {
       for (std::size_t c = 0; c < nc; ++c) stage1_chunk(it, s, c, traffic);
       traffic.begin(stage::select);
       reduce1(it, s);
-    }
-    if (!full(it) && !select_whole(it, s)) {
-      for (std::size_t c = 0; c < nc; ++c) sel_chunk(it, s, c);
-      bucket(it, s);
-      for (std::size_t c = 0; c < nc; ++c) collect_chunk(it, s, c);
-      finalize(it, s);
+      if (!select_whole(it, s)) {
+        for (std::size_t c = 0; c < nc; ++c) sel_chunk(it, s, c);
+        bucket(it, s);
+        for (std::size_t c = 0; c < nc; ++c) collect_chunk(it, s, c);
+        finalize(it, s);
+      }
     }
     const std::size_t nb = (npos(it) + parallel_attend_block - 1) / parallel_attend_block;
     for (std::size_t j = 0; j < nb; ++j) attend_block(it, s, j, ith, traffic);
