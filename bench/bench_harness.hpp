@@ -119,6 +119,24 @@ inline std::size_t llc_bytes() {
   return l3 > 0 ? static_cast<std::size_t>(l3) : std::size_t{64} << 20;
 }
 
+/// How much the benchmarks rotate over by default: max(floor, 2 x LLC) bytes of cache copies.
+inline std::size_t default_rotation_bytes(std::size_t floor = std::size_t{1} << 30) {
+  return std::max<std::size_t>(floor, 2 * llc_bytes());
+}
+
+/// `first` and copies of it (Cache's copy constructor; bytes: one copy's size), at least two
+/// in all and together at least rotate_bytes, so steps that rotate over them find nothing of
+/// a copy left in the last-level cache from its previous visit.
+template <class Cache>
+std::vector<std::unique_ptr<Cache>> clones(std::unique_ptr<Cache> first, std::size_t bytes,
+                                           std::size_t rotate_bytes) {
+  std::vector<std::unique_ptr<Cache>> v;
+  const std::size_t copies = std::max<std::size_t>(2, (rotate_bytes + bytes - 1) / bytes);
+  v.push_back(std::move(first));
+  for (std::size_t c = 1; c < copies; ++c) v.push_back(std::make_unique<Cache>(*v[0]));
+  return v;
+}
+
 inline std::string cpu_model() {
   std::ifstream f("/proc/cpuinfo");
   std::string line;

@@ -7,9 +7,24 @@
 //
 // Steps run through sparq::batch_step with one thread over all B x H_kv items. Bytes per
 // iteration (SetBytesProcessed, so bytes_per_second is reported) are what the kernels report
-// to a sparq::traffic_counter in one untimed run. One KV cache is built per shape and reused by
-// the following cases of the same shape; caches of small S fit in the LLC here (sparq-bench
-// rotates copies to measure DRAM; this suite measures the kernels).
+// to a sparq::traffic_counter in one untimed run. One KV cache is built per shape, cloned into
+// copies that together reach the rotation size, and reused by the following cases of the same
+// shape; successive iterations rotate over the copies, so a step's rows come from DRAM, not
+// from the last-level cache (after one untimed step on every copy).
+//
+// The cases that read the cache from DRAM (step/, dense/) also report, as counters:
+//   bytes_per_step  bytes read per iteration
+//   GBps            those bytes per second of the thread's CPU time over the timed loop, in
+//                   1e9 B/s (Google Benchmark's bytes_per_second: the same in binary units)
+//   roof_GBps       a one-thread STREAM-like read of an array of the rotation size in this
+//                   process (sparq_bench::roof_meter), sampled before each case's timed loop,
+//                   by thread CPU time as Google Benchmark's rates are
+//   roof_pct        GBps as a percentage of roof_GBps
+//
+// Usage: sparq-bench-kernels [--rotate_mib=N] [Google Benchmark flags]
+//   --rotate_mib=N  size of the rotated cache copies and of the roof's array, in MiB (an
+//                   integer >= 1; default max(1024, 2 x LLC)); small values are for smoke
+//                   tests, as the copies then fit in the LLC.
 //
 // Cross product, pruned to a few minutes:
 //   f16, GQA 32/8, B = 1:  S in {1k, 4k, 16k, 64k, 128k}, dense and SparQ (r = 16, k = S/16)
@@ -25,12 +40,17 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_harness.hpp"
+
 #include <sparq/parallel.hpp>
 #include <sparq/sparq.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -41,6 +61,31 @@ namespace {
 
 constexpr std::size_t d = 128;
 
+// Bytes of cache copies the step cases rotate over, and of the roof's array (--rotate_mib).
+std::size_t rotate_bytes = sparq_bench::default_rotation_bytes();
+
+// The one-thread read roof (the suite runs one thread), built at its first sample: GB/s by
+// thread CPU time, the median of two reads after an untimed one.
+double sample_roof() {
+  static sparq::thread_pool pool(1);
+  static sparq_bench::roof_meter meter(pool, 1, rotate_bytes);
+  double cpu_gbps = 0;
+  (void)meter.measure(2, cpu_gbps);
+  return cpu_gbps;
+}
+
+// The counters of a case that read `bytes` per iteration from DRAM (see the top of the file);
+// cpu_s: the thread CPU time of its timed loop (what Google Benchmark's rates divide by).
+void report_dram(benchmark::State& state, double bytes, double roof_gbps, double cpu_s) {
+  const double iters = static_cast<double>(state.iterations());
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes * iters));
+  state.counters["bytes_per_step"] = bytes;
+  const double gbps = cpu_s > 0 ? bytes * iters / cpu_s * 1e-9 : 0.0;
+  state.counters["GBps"] = gbps;
+  state.counters["roof_GBps"] = roof_gbps;
+  state.counters["roof_pct"] = roof_gbps > 0 ? 100.0 * gbps / roof_gbps : 0.0;
+}
+
 struct shape {
   std::size_t batch, q_heads, kv_heads, S;
   bool operator==(const shape& o) const {
@@ -48,19 +93,21 @@ struct shape {
   }
 };
 
-// The most recently built cache of each dtype (cases are registered grouped by shape).
+// The most recently built cache of each dtype (cases are registered grouped by shape) and its
+// copies: together at least rotate_bytes (sparq_bench::clones).
 template <class T>
 struct fixture {
+  using cache_t = sparq::kv_cache<T>;
   shape sh{};
-  std::unique_ptr<sparq::kv_cache<T>> cache;
+  std::vector<std::unique_ptr<cache_t>> caches;
   std::vector<float> q;
 
   static fixture& get(const shape& s) {
     static fixture f;
-    if (!f.cache || !(f.sh == s)) {
-      f.cache.reset();
+    if (f.caches.empty() || !(f.sh == s)) {
+      f.caches.clear();
       f.sh = s;
-      f.cache = std::make_unique<sparq::kv_cache<T>>(s.batch, s.kv_heads, s.S, d);
+      auto first = std::make_unique<cache_t>(s.batch, s.kv_heads, s.S, d);
       std::mt19937 rng(7);
       std::normal_distribution<float> nd;
       std::vector<float> k(s.kv_heads * d), v(s.kv_heads * d);
@@ -68,8 +115,10 @@ struct fixture {
         for (std::size_t t = 0; t < s.S; ++t) {
           for (auto& x : k) x = nd(rng);
           for (auto& x : v) x = nd(rng);
-          f.cache->append(b, k.data(), v.data());
+          first->append(b, k.data(), v.data());
         }
+      const std::size_t bytes = first->bytes();
+      f.caches = sparq_bench::clones(std::move(first), bytes, rotate_bytes);
       f.q.resize(s.batch * s.q_heads * d);
       for (auto& x : f.q) x = nd(rng);
     }
@@ -92,18 +141,25 @@ void bm_step(benchmark::State& state, shape s, sparq::batch_mode mode, std::size
   const sparq::workspace w{ws.data(), ws.size()};
 
   sparq::traffic_counter tc;
-  st.prepare(fx.q.data(), out.data(), *fx.cache, w, 1);
+  st.prepare(fx.q.data(), out.data(), *fx.caches[0], w, 1);
   for (std::size_t p = 0; p < st.phases(); ++p) st.run_phase(p, 0, 1, tc);
-  const auto bytes = static_cast<std::int64_t>(tc.total_bytes());
+  const double bytes = static_cast<double>(tc.total_bytes());
 
-  for (auto _ : state) {
-    st.prepare(fx.q.data(), out.data(), *fx.cache, w, 1);
+  auto one_step = [&](const sparq::kv_cache<T>& cache) {
+    st.prepare(fx.q.data(), out.data(), cache, w, 1);
     for (std::size_t p = 0; p < st.phases(); ++p) st.run_phase(p, 0, 1);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
+  };
+  for (const auto& c : fx.caches) one_step(*c);  // untimed: first touches, then rotation
+  const double roof = sample_roof();
+  std::size_t next = 0;
+  const double c0 = sparq_bench::thread_cpu_us();
+  for (auto _ : state) {
+    one_step(*fx.caches[next]);
+    next = next + 1 == fx.caches.size() ? 0 : next + 1;
   }
-  state.SetBytesProcessed(bytes * static_cast<std::int64_t>(state.iterations()));
-  state.counters["bytes_per_step"] = static_cast<double>(bytes);
+  report_dram(state, bytes, roof, (sparq_bench::thread_cpu_us() - c0) * 1e-6);
 }
 
 std::string kilo(std::size_t S) { return std::to_string(S); }
@@ -174,7 +230,9 @@ void bm_topk_std(benchmark::State& state, std::size_t n, std::size_t k, bool par
 // The cost of traffic accounting: one KV group (g = 4, f16, d = 128, S = 16k, r = 16,
 // k = S/16) through sparq::step with the default policy (no_traffic: empty inline members, so
 // the hooks compile to nothing) and with a traffic_counter (hashes every 64-byte line). The
-// default's time is the kernel's own; the counter's extra time is what counting costs.
+// default's time is the kernel's own; the counter's extra time is what counting costs. It
+// steps on the fixture's first copy only (its rows stay in the LLC): the cost of counting, not
+// of DRAM.
 template <class Traffic>
 void bm_traffic(benchmark::State& state) {
   const shape s{1, 4, 1, 16384};
@@ -188,8 +246,8 @@ void bm_traffic(benchmark::State& state) {
   Traffic traffic;
   for (auto _ : state) {
     if constexpr (Traffic::enabled) traffic.reset();
-    sparq::step(fx.q.data(), 4, fx.cache->head(0, 0), cfg, sparq::workspace{ws.data(), ws.size()},
-                out.data(), traffic);
+    sparq::step(fx.q.data(), 4, fx.caches[0]->head(0, 0), cfg,
+                sparq::workspace{ws.data(), ws.size()}, out.data(), traffic);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -287,7 +345,9 @@ void bm_dense_layout(benchmark::State& state, kv_layout lay) {
   std::vector<float> out(g * d);
   std::vector<unsigned char> ws(sparq::dense_workspace_bytes(g, d));
   (void)layout_rows(lay, 0);  // builds the buffers outside the timed loop
+  const double roof = sample_roof();
   std::size_t h = 0;
+  const double c0 = sparq_bench::thread_cpu_us();
   for (auto _ : state) {
     const auto kv = layout_rows(lay, h);
     sparq::dense_step(q.data(), g, kv.first, kv.second, 0.0f,
@@ -295,7 +355,8 @@ void bm_dense_layout(benchmark::State& state, kv_layout lay) {
     benchmark::DoNotOptimize(out.data());
     h = (h + 3) % H;
   }
-  state.SetBytesProcessed(static_cast<std::int64_t>(2 * S * d * sizeof(T) * state.iterations()));
+  report_dram(state, static_cast<double>(2 * S * d * sizeof(T)), roof,
+              (sparq_bench::thread_cpu_us() - c0) * 1e-6);
 }
 
 // All 8 KV heads (32 query heads) of one sequence through batch_step's dense mode, which
@@ -317,14 +378,16 @@ void bm_dense_batch_layout(benchmark::State& state, kv_layout lay) {
     return sparq::kv_head_view<const T>{kv.first, {}, kv.second, nullptr};
   };
   (void)layout_rows(lay, 0);  // builds the buffers outside the timed loop
+  const double roof = sample_roof();
+  const double c0 = sparq_bench::thread_cpu_us();
   for (auto _ : state) {
     st.prepare_views(q.data(), out.data(), view_of, w, 1);
     for (std::size_t p = 0; p < st.phases(); ++p) st.run_phase(p, 0, 1);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  state.SetBytesProcessed(
-      static_cast<std::int64_t>(H * 2 * S * d * sizeof(T) * state.iterations()));
+  report_dram(state, static_cast<double>(H * 2 * S * d * sizeof(T)), roof,
+              (sparq_bench::thread_cpu_us() - c0) * 1e-6);
 }
 
 void register_all() {
@@ -382,9 +445,35 @@ void register_all() {
   }
 }
 
+// Takes --rotate_mib=N out of argv (the rest is Google Benchmark's); false on a bad value.
+bool parse_rotate_mib(int& argc, char** argv) {
+  const std::string flag = "--rotate_mib=";
+  int out = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind(flag, 0) != 0) {
+      argv[out++] = argv[i];
+      continue;
+    }
+    const char* v = argv[i] + flag.size();
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long mib = std::strtoull(v, &end, 10);
+    if (*v < '0' || *v > '9' || *end != '\0' || errno != 0 || mib < 1 || mib > (1ull << 24)) {
+      std::fprintf(stderr, "%s: %s: allowed: an integer number of MiB from 1 to %llu\n", argv[0],
+                   argv[i], 1ull << 24);
+      return false;
+    }
+    rotate_bytes = static_cast<std::size_t>(mib) << 20;
+  }
+  argc = out;
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!parse_rotate_mib(argc, argv)) return 2;
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -53,16 +53,6 @@ struct row {
   double flat_dense_us = 0, flat_sparq_us = 0;  // contiguous, same rounds
 };
 
-template <class Cache>
-std::vector<std::unique_ptr<Cache>> clones(std::unique_ptr<Cache> first, std::size_t bytes,
-                                           std::size_t rotate_bytes) {
-  std::vector<std::unique_ptr<Cache>> v;
-  const std::size_t copies = std::max<std::size_t>(2, (rotate_bytes + bytes - 1) / bytes);
-  v.push_back(std::move(first));
-  for (std::size_t c = 1; c < copies; ++c) v.push_back(std::make_unique<Cache>(*v[0]));
-  return v;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -72,7 +62,7 @@ int main(int argc, char** argv) {
   const std::string json = opt.json;
   const std::size_t nth = opt.threads;
   sparq::thread_pool pool(nth);
-  const std::size_t rotate = std::max<std::size_t>(std::size_t{256} << 20, 2 * llc_bytes());
+  const std::size_t rotate = default_rotation_bytes(std::size_t{256} << 20);
   const double budget = quick ? 0.2 : 1.0;
   const int rounds = quick ? 1 : 3;
   std::printf("sparq-bench-paged: contiguous vs paged KV (scattered pages), batch 1, d = %zu, "

@@ -17,6 +17,18 @@ if(benchmark_FOUND)
   add_executable(sparq-bench-kernels ${CMAKE_CURRENT_LIST_DIR}/bench_kernels.cpp)
   sparq_target_defaults(sparq-bench-kernels)
   target_link_libraries(sparq-bench-kernels PRIVATE benchmark::benchmark)
+  if(SPARQ_BUILD_TESTS AND NOT SPARQ_TESTS_ONLY)
+    # A smoke run of the smallest step pair (copies and roof array of 64 MiB, so it takes a
+    # few seconds; its numbers mean nothing): both cases run and report a roof percentage.
+    add_test(NAME sparq_bench_kernels_smoke
+             COMMAND sparq-bench-kernels --rotate_mib=64
+                     "--benchmark_filter=^step/(dense|sparq)/f16/gqa32x8/B1/S1024(/|$)")
+    set_tests_properties(sparq_bench_kernels_smoke PROPERTIES PASS_REGULAR_EXPRESSION
+      "step/dense/f16/gqa32x8/B1/S1024[^\n]*roof_pct=[0-9][^\n]*\nstep/sparq/f16/gqa32x8/B1/S1024/r16/k64[^\n]*roof_pct=[0-9]")
+    add_test(NAME sparq_bench_kernels_rejects_bad_rotation COMMAND sparq-bench-kernels --rotate_mib=0)
+    set_tests_properties(sparq_bench_kernels_rejects_bad_rotation PROPERTIES
+      PASS_REGULAR_EXPRESSION "--rotate_mib=0: allowed: an integer number of MiB from 1 to")
+  endif()
 else()
   message(STATUS "sparq: Google Benchmark not found; sparq-bench-kernels is not built")
 endif()

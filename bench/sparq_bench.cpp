@@ -83,19 +83,18 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
   std::mt19937 rng(42);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   using cache_t = sparq::kv_cache<T>;
-  std::vector<std::unique_ptr<cache_t>> caches;
-  caches.push_back(std::make_unique<cache_t>(1, kv_heads, S, d));
+  auto first = std::make_unique<cache_t>(1, kv_heads, S, d);
   {
     std::vector<float> kk(kv_heads * d), vv(kv_heads * d);
     for (std::size_t t = 0; t < S; ++t) {
       for (auto& x : kk) x = nd(rng);
       for (auto& x : vv) x = nd(rng);
-      caches[0]->append(0, kk.data(), vv.data());
+      first->append(0, kk.data(), vv.data());
     }
   }
-  const std::size_t per_copy = caches[0]->bytes();
-  const std::size_t copies = std::max<std::size_t>(2, (rotate_bytes + per_copy - 1) / per_copy);
-  for (std::size_t c = 1; c < copies; ++c) caches.push_back(std::make_unique<cache_t>(*caches[0]));
+  const std::size_t per_copy = first->bytes();
+  const std::vector<std::unique_ptr<cache_t>> caches =
+      clones(std::move(first), per_copy, rotate_bytes);
 
   // Queries aimed at a few random cached keys (attention is peaked, as in trained models),
   // plus noise. This only shapes the attention pattern; timing does not depend on it.
@@ -205,7 +204,7 @@ int main(int argc, char** argv) {
 
   sparq::thread_pool pool(nth);
   const std::size_t llc = llc_bytes();
-  const std::size_t big = std::max<std::size_t>(std::size_t{1} << 30, 2 * llc);
+  const std::size_t big = default_rotation_bytes();
   roof_meter meter(pool, nth, big);
   double roof_cpu = 0;
   const double roof = meter.measure(quick ? 3 : 9, roof_cpu);
