@@ -1,9 +1,10 @@
 #pragma once
-// The measuring harness shared by sparq-bench, sparq-bench-paged and prof-phases: thread CPU
-// time, medians, a streaming float sum, the last-level cache size, the CPU name, the
-// in-process STREAM-like read roof, timing of a batch_step whose successive steps rotate over
-// copies of a cache larger than the LLC (so every step streams from DRAM), and the pattern
-// read (a plain read of a SparQ step's own bytes in its own order, rotated the same way).
+// The measuring harness shared by sparq-bench, sparq-bench-paged, prof-phases and (the roof
+// and the cache copies) sparq-bench-kernels: thread CPU time, medians, a streaming float sum,
+// the last-level cache size, the CPU name, the in-process STREAM-like read roof, copies of a
+// cache that together exceed the LLC and timing of a batch_step whose successive steps
+// rotate over them (so every step streams from DRAM), and the pattern read (a plain read of
+// a SparQ step's own bytes in its own order, rotated the same way).
 
 #include <sparq/parallel.hpp>
 

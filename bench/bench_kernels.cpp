@@ -262,7 +262,8 @@ void bm_attend_hot(benchmark::State& state) {
   constexpr std::size_t g = 4, pool = 32, n = 4096;
   std::mt19937 rng(3);
   std::normal_distribution<float> nd;
-  std::vector<T, sparq::aligned_allocator<T>> k(pool * d), v(pool * d);  // rows on lines, as in a cache
+  // Rows on 64-byte lines, as in a cache.
+  std::vector<T, sparq::aligned_allocator<T>> k(pool * d), v(pool * d);
   for (auto& x : k) x = sparq::from_float<T>(nd(rng));
   for (auto& x : v) x = sparq::from_float<T>(nd(rng));
   std::vector<float> q(g * d);
