@@ -1,7 +1,7 @@
 # sparq-bench: the main job (SparQ vs dense with the in-process bandwidth roof).
 add_executable(sparq-bench ${CMAKE_CURRENT_LIST_DIR}/sparq_bench.cpp)
 sparq_target_defaults(sparq-bench)
-# Its command line (no benchmark runs: these exit before measuring anything).
+# Its command line (the first two exit before measuring anything), and its --quick run.
 if(SPARQ_BUILD_TESTS AND NOT SPARQ_TESTS_ONLY)
   add_test(NAME sparq_bench_usage COMMAND sparq-bench --help)
   set_tests_properties(sparq_bench_usage PROPERTIES
@@ -9,6 +9,15 @@ if(SPARQ_BUILD_TESTS AND NOT SPARQ_TESTS_ONLY)
   add_test(NAME sparq_bench_rejects_unknown_dtype COMMAND sparq-bench --dtype f64)
   set_tests_properties(sparq_bench_rejects_unknown_dtype PROPERTIES
                        PASS_REGULAR_EXPRESSION "--dtype f64: allowed: f16, f32, bf16")
+  # The main job's --quick run (~30 s, 2 GiB): its JSON has issue 3's keys and cases, and its
+  # derived numbers agree with the times and bytes (tests/check_bench_json.py; never a speed).
+  find_program(SPARQ_PYTHON3 python3)
+  if(SPARQ_PYTHON3)
+    add_test(NAME sparq_bench_json
+             COMMAND ${SPARQ_PYTHON3} ${PROJECT_SOURCE_DIR}/tests/check_bench_json.py
+                     $<TARGET_FILE:sparq-bench>)
+    set_tests_properties(sparq_bench_json PROPERTIES TIMEOUT 600)
+  endif()
 endif()
 
 # sparq-bench-kernels: Google Benchmark suite of the individual kernels.

@@ -14,8 +14,8 @@
 // max(1 GiB, 2 x LLC) on the same threads in this process, sampled before and after every
 // round of every case (the bandwidth a shared host gives drifts); each case's fractions use
 // the median of its own samples, and a case whose samples span more than 20% of that median,
-// or whose dense step read faster than that median, is flagged "unsteady" (JSON:
-// case_roof_min_gbps, case_roof_max_gbps). The pattern read
+// or whose dense step read faster than that median, is flagged "unsteady" (JSON: unsteady,
+// with case_roof_min_gbps and case_roof_max_gbps). The pattern read
 // (sparq_bench::read_pattern) replays each KV head's SparQ reads (its r Kt rows, its K/V
 // rows) as a plain loop, in the same rounds: what this access pattern costs on this machine
 // without the kernels' arithmetic. It is a yardstick, not a bound (a kernel that overlaps its
@@ -61,11 +61,17 @@ struct case_result {
   double dense_gbps() const { return dense_bytes / dense_us * 1e-3; }
   double sparq_gbps() const { return sparq_bytes / sparq_us * 1e-3; }
   double pattern_gbps() const { return sparq_bytes / pattern_us * 1e-3; }
+
+  /// The two reasons a case is flagged unsteady: its roof samples span more than this
+  /// fraction of their median, or its dense step read faster than that median.
+  static constexpr double roof_spread_warn = 0.2;
+  double roof_spread() const { return (roof_max - roof_min) / roof; }
+  bool roof_moved() const { return roof_spread() > roof_spread_warn; }
+  bool dense_above_roof() const { return dense_gbps() > roof; }
+  bool unsteady() const { return roof_moved() || dense_above_roof(); }
 };
 
 constexpr std::size_t d = 128, q_heads = 32, kv_heads = 8, g = q_heads / kv_heads, rank = 16;
-/// A case whose roof samples span more than this fraction of their median is flagged.
-constexpr double roof_spread_warn = 0.2;
 
 template <class T>
 case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, bool quick,
@@ -243,17 +249,15 @@ int main(int argc, char** argv) {
   // A shared host's bandwidth can move by 2x within a case; say so where it did, because the
   // fractions of such a case compare a step with a roof measured under other conditions.
   for (const auto& r : results) {
-    const double spread = (r.roof_max - r.roof_min) / r.roof;
-    if (spread > roof_spread_warn)
+    if (r.roof_moved())
       std::printf("unsteady: S = %zu: its roof samples ranged %.1f-%.1f GB/s (%.0f%% of their "
                   "median): the host's bandwidth moved during this case, so its roof fractions "
                   "are unreliable; re-run.\n",
-                  r.S, r.roof_min, r.roof_max, 100 * spread);
-    const double dg = r.dense_gbps();
-    if (dg > r.roof)  // a congested roof read can run slower than the dense step's own reads
+                  r.S, r.roof_min, r.roof_max, 100 * r.roof_spread());
+    if (r.dense_above_roof())  // a congested roof read can run slower than the dense step
       std::printf("unsteady: S = %zu: dense read %.1f GB/s, above the roof's %.1f: the roof "
                   "is no bound in this run (the host was congested); re-run.\n",
-                  r.S, dg, r.roof);
+                  r.S, r.dense_gbps(), r.roof);
   }
   std::printf("\nThe same steps by thread CPU time (per step: sum over phases of the busiest "
               "thread's CPU time;\nunaffected by time-slicing with other processes, still "
@@ -310,12 +314,12 @@ int main(int argc, char** argv) {
                    "\"case_roof_max_gbps\": %.3f, \"dense_roof_fraction\": %.4f, "
                    "\"sparq_roof_fraction\": %.4f, \"dense_cpu_us\": %.3f, \"sparq_cpu_us\": %.3f, "
                    "\"pattern_us\": %.3f, \"pattern_gbps\": %.3f, \"pattern_roof_fraction\": %.4f, "
-                   "\"pattern_us_over_sparq_us\": %.4f}",
+                   "\"pattern_us_over_sparq_us\": %.4f, \"unsteady\": %s}",
                    i ? "," : "", r.S, dt, d, q_heads, kv_heads, rank, r.k, r.l, r.dense_us,
                    r.sparq_us, r.dense_us / r.sparq_us, r.dense_bytes, r.sparq_bytes, dg, sg,
                    r.roof, r.roof_min, r.roof_max, dg / r.roof, sg / r.roof, r.dense_cpu_us,
                    r.sparq_cpu_us, r.pattern_us,
-                   pg, pg / r.roof, r.pattern_us / r.sparq_us);
+                   pg, pg / r.roof, r.pattern_us / r.sparq_us, r.unsteady() ? "true" : "false");
     }
     std::fprintf(f, "\n]}\n");
     std::fclose(f);

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Runs `sparq-bench --quick --json FILE` and checks what it wrote against issue 3's format.
+
+Usage: check_bench_json.py PATH/TO/sparq-bench
+
+Checks the structure and the numbers that do not depend on the machine's speed: the keys
+issue 3 names, the cases (d = 128, 32 query / 8 KV heads, f16, r = 16, S in {4096, 16384,
+65536}, k = S/16, l = k/4), that speedup, GB/s and roof fractions agree with the times and
+bytes they are derived from, that SparQ's bytes are the fraction of dense's that r and k
+imply, and that the printed table has a row per case. Never checks a speed.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+REQUIRED = ["seq_len", "dtype", "head_dim", "q_heads", "kv_heads", "rank", "top_k",
+            "dense_us", "sparq_us", "speedup", "dense_bytes", "sparq_bytes",
+            "dense_roof_fraction", "sparq_roof_fraction"]
+
+
+def close(a, b, rel=2e-3):
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    failures = []
+
+    def check(cond, what):
+        if not cond:
+            failures.append(what)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.json")
+        run = subprocess.run([sys.argv[1], "--quick", "--json", path], capture_output=True,
+                             text=True, timeout=600)
+        if run.returncode != 0:
+            sys.exit(f"sparq-bench exited {run.returncode}:\n{run.stdout}\n{run.stderr}")
+        with open(path) as f:
+            doc = json.load(f)
+
+    roof = doc.get("roof_gbps")
+    check(isinstance(roof, (int, float)) and roof > 0, f"roof_gbps: {roof!r}")
+    cases = doc.get("cases", [])
+    check([c.get("seq_len") for c in cases] == [4096, 16384, 65536],
+          f"seq_len of the cases: {[c.get('seq_len') for c in cases]}")
+    for c in cases:
+        S = c.get("seq_len")
+        missing = [k for k in REQUIRED if k not in c]
+        check(not missing, f"S = {S}: missing keys {missing}")
+        if missing:
+            continue
+        check((c["dtype"], c["head_dim"], c["q_heads"], c["kv_heads"], c["rank"]) ==
+              ("f16", 128, 32, 8, 16), f"S = {S}: shape {c}")
+        check(c["top_k"] == S // 16 and c.get("local") == S // 64, f"S = {S}: k, l {c}")
+        check(c["dense_us"] > 0 and c["sparq_us"] > 0, f"S = {S}: times {c}")
+        check(close(c["speedup"], c["dense_us"] / c["sparq_us"]), f"S = {S}: speedup")
+        # dense reads K and V of every head in full: 2 * S * d * 2 bytes per KV head.
+        check(c["dense_bytes"] == 8 * 2 * S * 128 * 2, f"S = {S}: dense_bytes")
+        # SparQ: r Kt rows of S, k + l K/V rows (l inside k), and v_mean, per KV head:
+        # between (r S + 2 k d) * 2 and twice that.
+        low = 8 * (16 * S + 2 * (S // 16) * 128) * 2
+        check(low <= c["sparq_bytes"] <= 2 * low, f"S = {S}: sparq_bytes {c['sparq_bytes']}")
+        for m in ("dense", "sparq"):
+            gbps = c[f"{m}_bytes"] / c[f"{m}_us"] * 1e-3
+            check(close(c[f"{m}_gbps"], gbps), f"S = {S}: {m}_gbps")
+            check(close(c[f"{m}_roof_fraction"], gbps / c["case_roof_gbps"]),
+                  f"S = {S}: {m}_roof_fraction")
+        check(c["case_roof_min_gbps"] <= c["case_roof_gbps"] <= c["case_roof_max_gbps"],
+              f"S = {S}: roof samples")
+        spread = (c["case_roof_max_gbps"] - c["case_roof_min_gbps"]) / c["case_roof_gbps"]
+        expect = spread > 0.2 or c["dense_gbps"] > c["case_roof_gbps"]
+        check(c.get("unsteady") is expect, f"S = {S}: unsteady {c.get('unsteady')!r}")
+        check(sum(line.split()[:1] == [str(S)] for line in run.stdout.splitlines()) >= 1,
+              f"S = {S}: no table row in the output")
+
+    if failures:
+        print(run.stdout)
+        sys.exit("FAILED:\n  " + "\n  ".join(failures))
+    print(f"sparq-bench JSON: {len(cases)} cases checked")
+
+
+if __name__ == "__main__":
+    main()
