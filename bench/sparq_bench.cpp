@@ -11,8 +11,9 @@
 // so every step streams from DRAM. Times are medians over repeated steps. Bytes are what the
 // kernels report through sparq::traffic_counter in one extra untimed run (single-threaded,
 // same arithmetic), not a formula. The roof is a multi-threaded sum of a float array of
-// max(1 GiB, 2 x LLC) on the same threads in this process, sampled before and after every
-// round of every case (the bandwidth a shared host gives drifts); each case's fractions use
+// max(1 GiB, 2 x LLC) on the same threads in this process, sampled before, between the dense
+// and SparQ timings of, and after every round of every case (the bandwidth a shared host
+// gives drifts; --quick's one round still gets three samples); each case's fractions use
 // the median of its own samples, and a case whose samples span more than 20% of that median,
 // or whose dense step read faster than that median, is flagged "unsteady" (JSON: unsteady,
 // with case_roof_min_gbps and case_roof_max_gbps). The pattern read
@@ -162,8 +163,9 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
     return time_rotating(st, pool, nth, q.data(), out, ws, caches, budget, cpu_us);
   };
   // Interleave the two methods over a few rounds so drift hits both alike.
-  // The roof is sampled before and after each round: the bandwidth a shared host gives
-  // drifts by tens of percent over minutes, so fractions use the roof of their own case.
+  // The roof is sampled before, in the middle of and after each round: the bandwidth a
+  // shared host gives drifts by tens of percent over minutes, so fractions use the roof of
+  // their own case, and the samples around each method's timing show whether it moved.
   std::vector<double> td, ts, tp, cd, cs, rw, rc;
   auto sample_roof = [&] {
     double c = 0;
@@ -174,6 +176,7 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
     double c1 = 0, c2 = 0;
     sample_roof();
     td.push_back(time_it(de, wsd, out_d.data(), c1));
+    sample_roof();
     ts.push_back(time_it(sp, wss, out_s.data(), c2));
     std::size_t pattern_bytes = 0;
     tp.push_back(time_pattern(pool, nth, caches, pattern, budget, pattern_bytes));
@@ -222,8 +225,9 @@ int main(int argc, char** argv) {
               "lanes %zu\n",
               cpu_model().c_str(), nth, llc / 1048576.0, big / 1048576.0, sparq::detail::lanes);
   std::printf("roof (in-process multi-threaded read of %.0f MiB): %.1f GB/s wall-clock "
-              "(%.1f GB/s by thread CPU time) at start;\nre-sampled before and after every "
-              "round of each case: roof_GBs is that case's median, d_roof/s_roof use it\n\n",
+              "(%.1f GB/s by thread CPU time) at start;\nre-sampled before, between the methods "
+              "and after every round of each case: roof_GBs is that case's median, "
+              "d_roof/s_roof use it\n\n",
               big / 1048576.0, roof, roof_cpu);
   std::printf("%7s %6s %5s | %10s %10s %7s | %9s %9s | %8s %8s %8s | %6s %6s\n", "S", "k", "l",
               "dense_us", "sparq_us", "speedup", "dense_MB", "sparq_MB", "dense_GBs",
