@@ -7,10 +7,11 @@
 //
 // Steps run through sparq::batch_step with one thread over all B x H_kv items. Bytes per
 // iteration (SetBytesProcessed, so bytes_per_second is reported) are what the kernels report
-// to a sparq::traffic_counter in one untimed run. One KV cache is built per shape, cloned into
-// copies that together reach the rotation size, and reused by the following cases of the same
-// shape; successive iterations rotate over the copies, so a step's rows come from DRAM, not
-// from the last-level cache (after one untimed step on every copy).
+// to a sparq::traffic_counter in one untimed run. One KV cache is built per shape and reused
+// by the following cases of the same shape, with copies of it: successive iterations rotate
+// over enough copies that one cycle reads the rotation size (default 1 GiB; copies capped at
+// 4x that in memory), so a step's rows come from DRAM, not from the last-level cache (after
+// one untimed step on every copy). Counter rotation_MiB: what a cycle read.
 //
 // The cases that read the cache from DRAM (step/, dense/) also report, as counters:
 //   bytes_per_step  bytes read per iteration
@@ -22,9 +23,9 @@
 //   roof_pct        GBps as a percentage of roof_GBps
 //
 // Usage: sparq-bench-kernels [--rotate_mib=N] [Google Benchmark flags]
-//   --rotate_mib=N  size of the rotated cache copies and of the roof's array, in MiB (an
-//                   integer >= 1; default max(1024, 2 x LLC)); small values are for smoke
-//                   tests, as the copies then fit in the LLC.
+//   --rotate_mib=N  bytes a rotation cycle reads and the size of the roof's array, in MiB
+//                   (an integer from 1 to 2^24; default max(1024, 2 x LLC)); small values are
+//                   for smoke tests, as the copies then fit in the LLC.
 //
 // Cross product, pruned to a few minutes:
 //   f16, GQA 32/8, B = 1:  S in {1k, 4k, 16k, 64k, 128k}, dense and SparQ (r = 16, k = S/16)
@@ -55,6 +56,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -93,39 +95,75 @@ struct shape {
   }
 };
 
-// The most recently built cache of each dtype (cases are registered grouped by shape) and its
-// copies: together at least rotate_bytes (sparq_bench::clones).
+// Memory the copies of one shape's cache may take: 4 x the rotation size.
+std::size_t copy_budget() { return 4 * rotate_bytes; }
+
+// The most recently built cache of a storage type (cases are registered grouped by shape) and
+// copies of it, made as the cases ask for them (ensure). Building one type's fixture frees the
+// other types' (release_other_fixtures), so one shape's copies are alive at a time: at most
+// copy_budget() plus the roof's array and the dense/ cases' 256 MiB.
 template <class T>
 struct fixture {
   using cache_t = sparq::kv_cache<T>;
   shape sh{};
-  std::vector<std::unique_ptr<cache_t>> caches;
+  std::vector<std::unique_ptr<cache_t>> caches;  // [0] the original, then its copies
   std::vector<float> q;
 
-  static fixture& get(const shape& s) {
+  static fixture& instance() {
     static fixture f;
-    if (f.caches.empty() || !(f.sh == s)) {
-      f.caches.clear();
-      f.sh = s;
-      auto first = std::make_unique<cache_t>(s.batch, s.kv_heads, s.S, d);
-      std::mt19937 rng(7);
-      std::normal_distribution<float> nd;
-      std::vector<float> k(s.kv_heads * d), v(s.kv_heads * d);
-      for (std::size_t b = 0; b < s.batch; ++b)
-        for (std::size_t t = 0; t < s.S; ++t) {
-          for (auto& x : k) x = nd(rng);
-          for (auto& x : v) x = nd(rng);
-          first->append(b, k.data(), v.data());
-        }
-      const std::size_t bytes = first->bytes();
-      f.caches = sparq_bench::clones(std::move(first), bytes, rotate_bytes);
-      f.q.resize(s.batch * s.q_heads * d);
-      for (auto& x : f.q) x = nd(rng);
-    }
     return f;
+  }
+  static fixture& get(const shape& s);
+  void clear() {
+    caches.clear();
+    caches.shrink_to_fit();
+    q.clear();
+    q.shrink_to_fit();
+  }
+  // How many copies a case may rotate over: copy_budget() worth, and at least 2.
+  std::size_t max_copies() const {
+    return std::max<std::size_t>(2, copy_budget() / caches[0]->bytes());
+  }
+  // Copies of caches[0] until there are n.
+  void ensure(std::size_t n) {
+    while (caches.size() < n) caches.push_back(std::make_unique<cache_t>(*caches[0]));
   }
 };
 
+template <class T>
+void release_other_fixtures() {
+  if constexpr (!std::is_same_v<T, sparq::f16>) fixture<sparq::f16>::instance().clear();
+  if constexpr (!std::is_same_v<T, sparq::bf16>) fixture<sparq::bf16>::instance().clear();
+  if constexpr (!std::is_same_v<T, float>) fixture<float>::instance().clear();
+}
+
+template <class T>
+fixture<T>& fixture<T>::get(const shape& s) {
+  release_other_fixtures<T>();
+  fixture& f = instance();
+  if (f.caches.empty() || !(f.sh == s)) {
+    f.clear();
+    f.sh = s;
+    f.caches.push_back(std::make_unique<cache_t>(s.batch, s.kv_heads, s.S, d));
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd;
+    std::vector<float> k(s.kv_heads * d), v(s.kv_heads * d);
+    for (std::size_t b = 0; b < s.batch; ++b)
+      for (std::size_t t = 0; t < s.S; ++t) {
+        for (auto& x : k) x = nd(rng);
+        for (auto& x : v) x = nd(rng);
+        f.caches[0]->append(b, k.data(), v.data());
+      }
+    f.q.resize(s.batch * s.q_heads * d);
+    for (auto& x : f.q) x = nd(rng);
+  }
+  return f;
+}
+
+// A step case rotates over n copies, n chosen so that one cycle of the rotation reads at
+// least rotate_bytes (a SparQ step reads a small part of each copy, so a count from the
+// copies' size would let its rows stay in the LLC), within max_copies(); the counter
+// rotation_MiB says how much a cycle did read.
 template <class T>
 void bm_step(benchmark::State& state, shape s, sparq::batch_mode mode, std::size_t r,
              std::size_t k) {
@@ -144,6 +182,10 @@ void bm_step(benchmark::State& state, shape s, sparq::batch_mode mode, std::size
   st.prepare(fx.q.data(), out.data(), *fx.caches[0], w, 1);
   for (std::size_t p = 0; p < st.phases(); ++p) st.run_phase(p, 0, 1, tc);
   const double bytes = static_cast<double>(tc.total_bytes());
+  const std::size_t per_step = std::max<std::size_t>(1, tc.total_bytes());
+  const std::size_t wanted = (rotate_bytes + per_step - 1) / per_step;
+  const std::size_t n = std::min(fx.max_copies(), std::max<std::size_t>(2, wanted));
+  fx.ensure(n);
 
   auto one_step = [&](const sparq::kv_cache<T>& cache) {
     st.prepare(fx.q.data(), out.data(), cache, w, 1);
@@ -151,15 +193,16 @@ void bm_step(benchmark::State& state, shape s, sparq::batch_mode mode, std::size
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   };
-  for (const auto& c : fx.caches) one_step(*c);  // untimed: first touches, then rotation
+  for (std::size_t c = 0; c < n; ++c) one_step(*fx.caches[c]);  // untimed: first touches
   const double roof = sample_roof();
   std::size_t next = 0;
   const double c0 = sparq_bench::thread_cpu_us();
   for (auto _ : state) {
     one_step(*fx.caches[next]);
-    next = next + 1 == fx.caches.size() ? 0 : next + 1;
+    next = next + 1 == n ? 0 : next + 1;
   }
   report_dram(state, bytes, roof, (sparq_bench::thread_cpu_us() - c0) * 1e-6);
+  state.counters["rotation_MiB"] = static_cast<double>(n) * bytes / 1048576.0;
 }
 
 std::string kilo(std::size_t S) { return std::to_string(S); }
@@ -236,7 +279,7 @@ void bm_topk_std(benchmark::State& state, std::size_t n, std::size_t k, bool par
 template <class Traffic>
 void bm_traffic(benchmark::State& state) {
   const shape s{1, 4, 1, 16384};
-  auto& fx = fixture<sparq::f16>::get(s);
+  auto& fx = fixture<sparq::f16>::get(s);  // the original only: no copies
   sparq::config cfg;
   cfg.rank = 16;
   cfg.top_k = s.S / 16;
@@ -468,6 +511,7 @@ bool parse_rotate_mib(int& argc, char** argv) {
     rotate_bytes = static_cast<std::size_t>(mib) << 20;
   }
   argc = out;
+  argv[out] = nullptr;
   return true;
 }
 
