@@ -168,7 +168,7 @@ void check_items(const batch_data<T>& data, const std::vector<float>& out, CfgOf
       const bool dense = S > 0 && dense_of(S);
       const sparq::config cfg = S > 0 && !dense ? cfg_of(S) : sparq::config{};
       sparq::ref::sparq_result sel;
-      check_item(got, q, g, d, kv, S, dense, cfg, &sel);
+      ASSERT_NO_FATAL_FAILURE(check_item(got, q, g, d, kv, S, dense, cfg, &sel));
       if (S == 0) continue;
       if (dense) {
         if (oracle_checked) ++*oracle_checked;
@@ -373,7 +373,8 @@ TYPED_TEST(parallel_test, HeadsOfOneSequenceMayHaveDifferentLengths) {
           SCOPED_TRACE(::testing::Message() << "item " << it << " S = " << L[it]);
           const float* got = base.data() + it * g * data.d;
           const auto kv = view_of(it / H, it % H);
-          check_item(got, data.q.data() + it * g * data.d, g, data.d, kv, L[it], dense, cfg);
+          ASSERT_NO_FATAL_FAILURE(
+              check_item(got, data.q.data() + it * g * data.d, g, data.d, kv, L[it], dense, cfg));
         }
       }
     }
