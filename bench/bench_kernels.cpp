@@ -76,17 +76,27 @@ double sample_roof() {
   return cpu_gbps;
 }
 
-// The counters of a case that read `bytes` per iteration from DRAM (see the top of the file);
-// cpu_s: the thread CPU time of its timed loop (what Google Benchmark's rates divide by).
-void report_dram(benchmark::State& state, double bytes, double roof_gbps, double cpu_s) {
-  const double iters = static_cast<double>(state.iterations());
-  state.SetBytesProcessed(static_cast<std::int64_t>(bytes * iters));
-  state.counters["bytes_per_step"] = bytes;
-  const double gbps = cpu_s > 0 ? bytes * iters / cpu_s * 1e-9 : 0.0;
-  state.counters["GBps"] = gbps;
-  state.counters["roof_GBps"] = roof_gbps;
-  state.counters["roof_pct"] = roof_gbps > 0 ? 100.0 * gbps / roof_gbps : 0.0;
-}
+// The counters of a case that reads from DRAM (see the top of the file). Construct it just
+// before the timed loop (it samples the roof, then starts the thread CPU clock, which is what
+// Google Benchmark's rates divide by) and call report after the loop.
+class dram_counters {
+ public:
+  dram_counters() : roof_gbps_(sample_roof()), c0_us_(sparq_bench::thread_cpu_us()) {}
+  // bytes: what one iteration read.
+  void report(benchmark::State& state, double bytes) const {
+    const double cpu_s = (sparq_bench::thread_cpu_us() - c0_us_) * 1e-6;
+    const double iters = static_cast<double>(state.iterations());
+    state.SetBytesProcessed(static_cast<std::int64_t>(bytes * iters));
+    state.counters["bytes_per_step"] = bytes;
+    const double gbps = cpu_s > 0 ? bytes * iters / cpu_s * 1e-9 : 0.0;
+    state.counters["GBps"] = gbps;
+    state.counters["roof_GBps"] = roof_gbps_;
+    state.counters["roof_pct"] = roof_gbps_ > 0 ? 100.0 * gbps / roof_gbps_ : 0.0;
+  }
+
+ private:
+  double roof_gbps_, c0_us_;
+};
 
 struct shape {
   std::size_t batch, q_heads, kv_heads, S;
@@ -181,7 +191,6 @@ void bm_step(benchmark::State& state, shape s, sparq::batch_mode mode, std::size
   sparq::traffic_counter tc;
   st.prepare(fx.q.data(), out.data(), *fx.caches[0], w, 1);
   for (std::size_t p = 0; p < st.phases(); ++p) st.run_phase(p, 0, 1, tc);
-  const double bytes = static_cast<double>(tc.total_bytes());
   const std::size_t per_step = std::max<std::size_t>(1, tc.total_bytes());
   const std::size_t wanted = (rotate_bytes + per_step - 1) / per_step;
   const std::size_t n = std::min(fx.max_copies(), std::max<std::size_t>(2, wanted));
@@ -194,14 +203,14 @@ void bm_step(benchmark::State& state, shape s, sparq::batch_mode mode, std::size
     benchmark::ClobberMemory();
   };
   for (std::size_t c = 0; c < n; ++c) one_step(*fx.caches[c]);  // untimed: first touches
-  const double roof = sample_roof();
   std::size_t next = 0;
-  const double c0 = sparq_bench::thread_cpu_us();
+  const dram_counters counters;
   for (auto _ : state) {
     one_step(*fx.caches[next]);
     next = next + 1 == n ? 0 : next + 1;
   }
-  report_dram(state, bytes, roof, (sparq_bench::thread_cpu_us() - c0) * 1e-6);
+  const double bytes = static_cast<double>(tc.total_bytes());
+  counters.report(state, bytes);
   state.counters["rotation_MiB"] = static_cast<double>(n) * bytes / 1048576.0;
 }
 
@@ -389,9 +398,8 @@ void bm_dense_layout(benchmark::State& state, kv_layout lay) {
   std::vector<float> out(g * d);
   std::vector<unsigned char> ws(sparq::dense_workspace_bytes(g, d));
   (void)layout_rows(lay, 0);  // builds the buffers outside the timed loop
-  const double roof = sample_roof();
   std::size_t h = 0;
-  const double c0 = sparq_bench::thread_cpu_us();
+  const dram_counters counters;
   for (auto _ : state) {
     const auto kv = layout_rows(lay, h);
     sparq::dense_step(q.data(), g, kv.first, kv.second, 0.0f,
@@ -399,8 +407,7 @@ void bm_dense_layout(benchmark::State& state, kv_layout lay) {
     benchmark::DoNotOptimize(out.data());
     h = (h + 3) % H;
   }
-  report_dram(state, static_cast<double>(2 * S * d * sizeof(T)), roof,
-              (sparq_bench::thread_cpu_us() - c0) * 1e-6);
+  counters.report(state, static_cast<double>(2 * S * d * sizeof(T)));
 }
 
 // All 8 KV heads (32 query heads) of one sequence through batch_step's dense mode, which
@@ -422,16 +429,14 @@ void bm_dense_batch_layout(benchmark::State& state, kv_layout lay) {
     return sparq::kv_head_view<const T>{kv.first, {}, kv.second, nullptr};
   };
   (void)layout_rows(lay, 0);  // builds the buffers outside the timed loop
-  const double roof = sample_roof();
-  const double c0 = sparq_bench::thread_cpu_us();
+  const dram_counters counters;
   for (auto _ : state) {
     st.prepare_views(q.data(), out.data(), view_of, w, 1);
     for (std::size_t p = 0; p < st.phases(); ++p) st.run_phase(p, 0, 1);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  report_dram(state, static_cast<double>(H * 2 * S * d * sizeof(T)), roof,
-              (sparq_bench::thread_cpu_us() - c0) * 1e-6);
+  counters.report(state, static_cast<double>(H * 2 * S * d * sizeof(T)));
 }
 
 void register_all() {
