@@ -11,7 +11,8 @@
 // so every step streams from DRAM. Times are medians over repeated steps. Bytes are what the
 // kernels report through sparq::traffic_counter in one extra untimed run (single-threaded,
 // same arithmetic), not a formula. The roof is a multi-threaded sum of a float array of
-// max(1 GiB, 2 x LLC) on the same threads in this process, sampled before, between the dense
+// max(1 GiB, 2 x LLC) on the same threads in this process (sparq_bench::read_floats: 4 KiB at
+// a time, one line touched 32 KiB ahead per 4 KiB), sampled before, between the dense
 // and SparQ timings of, and after every round of every case (the bandwidth a shared host
 // gives drifts; --quick's one round still gets three samples); each case's fractions use
 // the median of its own samples, and a case whose samples span more than 20% of that median,
