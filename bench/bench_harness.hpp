@@ -360,19 +360,57 @@ double read_pattern(const Cache& cache, const std::vector<head_pattern>& pat, st
   return s;
 }
 
-/// Median wall-clock us of read_pattern on nth threads of `pool`, rotating over `caches`
-/// (time_each_rotating, as time_rotating does). bytes:
-/// what one read of the pattern reads (all threads), for checking against traffic_counter.
+/// The pattern read of a dense step (batch_step's batch_mode::dense, batch 1, a contiguous
+/// kv_cache): every K and V row once, in the step's order, as a plain loop with no attention
+/// arithmetic. Units (chunk c of parallel_chunk positions, KV head h), chunk-major, split into
+/// nth contiguous ranges as run_dense_phase splits them; per unit 16 K rows, then 16 V rows,
+/// with attend_online_16's hints for contiguous rows (one line per 4 KiB of K and of V, about
+/// 32 KiB ahead). What dense's bytes cost in dense's order without its arithmetic; a kernel
+/// whose arithmetic hid under its loads would run at this speed. Adds the bytes read to
+/// `bytes`.
 template <class Cache>
-double time_pattern(sparq::thread_pool& pool, std::size_t nth,
-                    const std::vector<std::unique_ptr<Cache>>& caches,
-                    const std::vector<head_pattern>& pat, double budget_s, std::size_t& bytes) {
+double read_dense_pattern(const Cache& cache, std::size_t ith, std::size_t nth,
+                          std::size_t& bytes) {
+  double s = 0;
+  const std::size_t H = cache.kv_heads();
+  const std::size_t S = cache.head(0, 0).k.length;
+  const std::size_t C = (S + sparq::parallel_chunk - 1) / sparq::parallel_chunk, U = C * H;
+  for (std::size_t u = ith * U / nth; u < (ith + 1) * U / nth; ++u) {
+    const auto kv = cache.head(0, u % H);
+    using T = typename decltype(kv.k)::element_type;
+    const std::size_t row_bytes = kv.k.dim * sizeof(T);
+    const std::size_t cf = (32768 / row_bytes + 15) / 16 * 16;  // attend_online_16's CF
+    const std::size_t hint = row_bytes < 4096 ? 4096 / row_bytes : 1;
+    const std::size_t s0 = u / H * sparq::parallel_chunk;
+    const std::size_t n = std::min(sparq::parallel_chunk, S - s0);
+    for (std::size_t b = 0; b < n; b += 16) {
+      const std::size_t nb = std::min<std::size_t>(16, n - b);
+      if (b + cf + 16 <= n)
+        for (std::size_t j = 0; j < 16; j += hint) {
+          sparq::detail::prefetch(kv.k.row(s0 + b + cf + j));
+          sparq::detail::prefetch(kv.v.row(s0 + b + cf + j));
+        }
+      s += sum_floats(reinterpret_cast<const float*>(kv.k.row(s0 + b)), nb * row_bytes / 4);
+      s += sum_floats(reinterpret_cast<const float*>(kv.v.row(s0 + b)), nb * row_bytes / 4);
+      bytes += 2 * nb * row_bytes;
+    }
+  }
+  return s;
+}
+
+/// Median wall-clock us of read(cache, ith, nth, bytes) (read_pattern, read_dense_pattern) on
+/// nth threads of `pool`, rotating over `caches` (time_each_rotating, as time_rotating does).
+/// bytes: what one read reads (all threads), for checking against traffic_counter.
+template <class Cache, class Read>
+double time_read(sparq::thread_pool& pool, std::size_t nth,
+                 const std::vector<std::unique_ptr<Cache>>& caches, double budget_s,
+                 std::size_t& bytes, Read&& read) {
   std::vector<double> sums(nth * 16);
   std::vector<std::size_t> counted(nth * 16);
   auto one = [&](const Cache& c) {
     pool.run(nth, [&](std::size_t ith) {
       counted[ith * 16] = 0;
-      sums[ith * 16] += read_pattern(c, pat, ith, nth, counted[ith * 16]);
+      sums[ith * 16] += read(c, ith, nth, counted[ith * 16]);
     });
   };
   const std::vector<double> us = time_each_rotating(caches, budget_s, one);

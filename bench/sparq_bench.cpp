@@ -17,11 +17,12 @@
 // gives drifts; --quick's one round still gets three samples); each case's fractions use
 // the median of its own samples, and a case whose samples span more than 20% of that median,
 // or whose dense step read faster than that median, is flagged "unsteady" (JSON: unsteady,
-// with case_roof_min_gbps and case_roof_max_gbps). The pattern read
-// (sparq_bench::read_pattern) replays each KV head's SparQ reads (its r Kt rows, its K/V
-// rows) as a plain loop, in the same rounds: what this access pattern costs on this machine
-// without the kernels' arithmetic. It is a yardstick, not a bound (a kernel that overlaps its
-// loads better can beat a plain loop).
+// with case_roof_min_gbps and case_roof_max_gbps). The pattern reads replay each method's
+// reads as a plain loop, in the same rounds: sparq_bench::read_pattern each KV head's SparQ
+// reads (its r Kt rows, its K/V rows), read_dense_pattern the dense step's K and V rows in
+// its order. They show what each access pattern costs on this machine without the kernels'
+// arithmetic: yardsticks, not bounds (a kernel that overlaps its loads better can beat a
+// plain loop).
 //
 // Usage: sparq-bench [--quick] [--json FILE] [--threads N] [--dtype f16|f32|bf16]
 
@@ -58,11 +59,13 @@ struct case_result {
   double roof = 0, roof_cpu = 0;  // GB/s, sampled next to this case's timings (median)
   double roof_min = 0, roof_max = 0;  // GB/s, the lowest and highest of those samples
   double pattern_us = 0;          // plain read of SparQ's bytes in its order (median)
+  double dense_pattern_us = 0;    // plain read of dense's bytes in its order (median)
 
   // GB/s (1e9 B/s) of the median steps and of the pattern read.
   double dense_gbps() const { return dense_bytes / dense_us * 1e-3; }
   double sparq_gbps() const { return sparq_bytes / sparq_us * 1e-3; }
   double pattern_gbps() const { return sparq_bytes / pattern_us * 1e-3; }
+  double dense_pattern_gbps() const { return dense_bytes / dense_pattern_us * 1e-3; }
 
   /// The two reasons a case is flagged unsteady: its roof samples span more than this
   /// fraction of their median, or its dense step read faster than that median.
@@ -167,7 +170,7 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
   // The roof is sampled before, in the middle of and after each round: the bandwidth a
   // shared host gives drifts by tens of percent over minutes, so fractions use the roof of
   // their own case, and the samples around each method's timing show whether it moved.
-  std::vector<double> td, ts, tp, cd, cs, rw, rc;
+  std::vector<double> td, ts, tp, tq, cd, cs, rw, rc;
   auto sample_roof = [&] {
     double c = 0;
     rw.push_back(meter.measure(quick ? 1 : 3, c));
@@ -179,13 +182,21 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
     td.push_back(time_it(de, wsd, out_d.data(), c1));
     sample_roof();
     ts.push_back(time_it(sp, wss, out_s.data(), c2));
-    std::size_t pattern_bytes = 0;
-    tp.push_back(time_pattern(pool, nth, caches, pattern, budget, pattern_bytes));
-    if (pattern_bytes != res.sparq_bytes) {  // the replay must read what the step reads
-      std::fprintf(stderr, "sparq-bench: the pattern read read %zu bytes, the SparQ step %zu\n",
-                   pattern_bytes, res.sparq_bytes);
+    // The pattern reads must read what the steps read.
+    auto check_bytes = [](const char* what, std::size_t got, std::size_t want) {
+      if (got == want) return;
+      std::fprintf(stderr, "sparq-bench: the %s pattern read read %zu bytes, the step %zu\n",
+                   what, got, want);
       std::exit(1);
-    }
+    };
+    std::size_t pattern_bytes = 0;
+    tp.push_back(time_read(pool, nth, caches, budget, pattern_bytes,
+                           [&](const cache_t& c, std::size_t ith, std::size_t n,
+                               std::size_t& b) { return read_pattern(c, pattern, ith, n, b); }));
+    check_bytes("SparQ", pattern_bytes, res.sparq_bytes);
+    tq.push_back(time_read(pool, nth, caches, budget, pattern_bytes,
+                           read_dense_pattern<cache_t>));
+    check_bytes("dense", pattern_bytes, res.dense_bytes);
     sample_roof();
     cd.push_back(c1);
     cs.push_back(c2);
@@ -197,6 +208,7 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
   res.dense_us = median(td);
   res.sparq_us = median(ts);
   res.pattern_us = median(tp);
+  res.dense_pattern_us = median(tq);
   res.dense_cpu_us = median(cd);
   res.sparq_cpu_us = median(cs);
   return res;
@@ -276,22 +288,26 @@ int main(int argc, char** argv) {
                 r.dense_cpu_us, r.sparq_cpu_us, r.dense_cpu_us / r.sparq_cpu_us, dg, sg,
                 100 * dg / r.roof_cpu, 100 * sg / r.roof_cpu);
   }
-  std::printf("\nSparQ against a plain read of its own bytes in about its own order (per KV "
-              "head: its r Kt rows interleaved as\nstage 1 reads them, then the K and V rows at "
-              "its positions, 16 at a time, prefetched as stage 2 does; no attention\n"
-              "arithmetic). pat_roof: that read's GB/s as a fraction of the roof (scattered rows "
-              "are served slower than a\nstream); s_vs_pat: pattern_us / sparq_us. A yardstick, "
-              "not a bound: a kernel that overlaps its loads better than a\nplain loop can beat "
-              "it.%s\n",
-              nth > kv_heads ? " With more threads than KV heads, the pattern read leaves "
-                               "threads idle (the step splits S)."
+  std::printf("\nEach method against a plain read of its own bytes in about its own order, with no "
+              "attention arithmetic.\nDense: every K and V row, 16 at a time, in batch_step's "
+              "order of chunks and heads, with its hints. SparQ:\nper KV head its r Kt rows "
+              "interleaved as stage 1 reads them, then the K and V rows at its positions, 16 at "
+              "a\ntime, prefetched as stage 2 does. pat_GBs: the read's GB/s; pat_roof: as a "
+              "fraction of the roof; vs_pat:\npattern us / step us (scattered rows are served "
+              "slower than a stream). A yardstick, not a bound: a kernel\nthat overlaps its "
+              "loads better than a plain loop can beat it.%s\n",
+              nth > kv_heads ? " With more threads than KV heads, the SparQ pattern read "
+                               "leaves threads idle (the step splits S)."
                              : "");
-  std::printf("%7s | %10s %10s %8s | %8s %8s\n", "S", "sparq_us", "pattern_us", "pat_GBs",
-              "pat_roof", "s_vs_pat");
+  std::printf("%7s | %19s | %8s %8s %6s | %19s | %8s %8s %6s\n", "S", "dense_us  pattern_us",
+              "pat_GBs", "pat_roof", "vs_pat", "sparq_us  pattern_us", "pat_GBs", "pat_roof",
+              "vs_pat");
   for (const auto& r : results) {
-    const double pg = r.pattern_gbps();
-    std::printf("%7zu | %10.1f %10.1f %8.1f | %7.0f%% %7.0f%%\n", r.S, r.sparq_us, r.pattern_us,
-                pg, 100 * pg / r.roof, 100 * r.pattern_us / r.sparq_us);
+    const double dp = r.dense_pattern_gbps(), sp = r.pattern_gbps();
+    std::printf("%7zu | %9.1f %9.1f | %8.1f %7.0f%% %5.0f%% | %9.1f %9.1f | %8.1f %7.0f%% %5.0f%%\n",
+                r.S, r.dense_us, r.dense_pattern_us, dp, 100 * dp / r.roof,
+                100 * r.dense_pattern_us / r.dense_us, r.sparq_us, r.pattern_us, sp,
+                100 * sp / r.roof, 100 * r.pattern_us / r.sparq_us);
   }
   std::printf("\nSparQ vs dense output (synthetic keys, peaked queries), relative L2 difference:");
   for (const auto& r : results) std::printf(" S=%zu: %.3f", r.S, r.max_rel_diff);
@@ -319,12 +335,16 @@ int main(int argc, char** argv) {
                    "\"case_roof_max_gbps\": %.3f, \"dense_roof_fraction\": %.4f, "
                    "\"sparq_roof_fraction\": %.4f, \"dense_cpu_us\": %.3f, \"sparq_cpu_us\": %.3f, "
                    "\"pattern_us\": %.3f, \"pattern_gbps\": %.3f, \"pattern_roof_fraction\": %.4f, "
-                   "\"pattern_us_over_sparq_us\": %.4f, \"unsteady\": %s}",
+                   "\"pattern_us_over_sparq_us\": %.4f, \"dense_pattern_us\": %.3f, "
+                   "\"dense_pattern_gbps\": %.3f, \"dense_pattern_roof_fraction\": %.4f, "
+                   "\"dense_pattern_us_over_dense_us\": %.4f, \"unsteady\": %s}",
                    i ? "," : "", r.S, dt, d, q_heads, kv_heads, rank, r.k, r.l, r.dense_us,
                    r.sparq_us, r.dense_us / r.sparq_us, r.dense_bytes, r.sparq_bytes, dg, sg,
                    r.roof, r.roof_min, r.roof_max, dg / r.roof, sg / r.roof, r.dense_cpu_us,
                    r.sparq_cpu_us, r.pattern_us,
-                   pg, pg / r.roof, r.pattern_us / r.sparq_us, r.unsteady() ? "true" : "false");
+                   pg, pg / r.roof, r.pattern_us / r.sparq_us, r.dense_pattern_us,
+                   r.dense_pattern_gbps(), r.dense_pattern_gbps() / r.roof,
+                   r.dense_pattern_us / r.dense_us, r.unsteady() ? "true" : "false");
     }
     std::fprintf(f, "\n]}\n");
     std::fclose(f);

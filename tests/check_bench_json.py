@@ -5,8 +5,8 @@ Usage: check_bench_json.py PATH/TO/sparq-bench
 
 Checks the structure and the numbers that do not depend on the machine's speed: the keys
 issue 3 names, the cases (d = 128, 32 query / 8 KV heads, f16, r = 16, S in {4096, 16384,
-65536}, k = S/16, l = k/4), that speedup, GB/s and roof fractions agree with the times and
-bytes they are derived from, that SparQ's bytes are the fraction of dense's that r and k
+65536}, k = S/16, l = k/4), that speedup, GB/s, roof fractions and the pattern reads' ratios
+agree with the times and bytes they are derived from, that SparQ's bytes are the fraction of dense's that r and k
 imply, and that the printed table has a row per case. Never checks a speed.
 """
 import json
@@ -21,7 +21,9 @@ REQUIRED = ["seq_len", "dtype", "head_dim", "q_heads", "kv_heads", "rank", "top_
             "dense_us", "sparq_us", "speedup", "dense_bytes", "sparq_bytes",
             "dense_roof_fraction", "sparq_roof_fraction",
             "local", "dense_gbps", "sparq_gbps", "case_roof_gbps", "case_roof_min_gbps",
-            "case_roof_max_gbps", "unsteady"]
+            "case_roof_max_gbps", "unsteady", "pattern_us", "pattern_gbps",
+            "pattern_roof_fraction", "pattern_us_over_sparq_us", "dense_pattern_us",
+            "dense_pattern_gbps", "dense_pattern_roof_fraction", "dense_pattern_us_over_dense_us"]
 
 
 def close(a, b, places):
@@ -74,6 +76,18 @@ def main():
             check(close(c[f"{m}_gbps"], gbps, 3), f"S = {S}: {m}_gbps")
             check(close(c[f"{m}_roof_fraction"], gbps / c["case_roof_gbps"], 4),
                   f"S = {S}: {m}_roof_fraction")
+        # The pattern reads (plain reads of each method's bytes; sparq-bench checks their byte
+        # counts itself): their GB/s, fractions and ratios to the steps.
+        for pat, m in (("pattern", "sparq"), ("dense_pattern", "dense")):
+            check(c[f"{pat}_us"] > 0, f"S = {S}: {pat}_us")
+            if c[f"{pat}_us"] <= 0:
+                continue
+            gbps = c[f"{m}_bytes"] / c[f"{pat}_us"] * 1e-3
+            check(close(c[f"{pat}_gbps"], gbps, 3), f"S = {S}: {pat}_gbps")
+            check(close(c[f"{pat}_roof_fraction"], gbps / c["case_roof_gbps"], 4),
+                  f"S = {S}: {pat}_roof_fraction")
+            check(close(c[f"{pat}_us_over_{m}_us"], c[f"{pat}_us"] / c[f"{m}_us"], 4),
+                  f"S = {S}: {pat}_us_over_{m}_us")
         check(c["case_roof_min_gbps"] <= c["case_roof_gbps"] <= c["case_roof_max_gbps"],
               f"S = {S}: roof samples")
         # The flag's two reasons, recomputed from printed (rounded) values: checked only
