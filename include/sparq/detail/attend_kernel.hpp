@@ -183,11 +183,18 @@ inline __m512 widen16(const T* p) noexcept {
   return load_widen(p);
 }
 
+/// Prefetches every line of a row of D elements of T.
+template <std::size_t D, class T>
+inline void prefetch_row(const char* row) noexcept {
+  for (std::size_t o = 0; o < D * sizeof(T); o += 64) prefetch(row + o);
+}
+
 /// acc[h] = acc[h] * c[h] + sum_j w[h][j] * V_j for HC heads (acc rows ld floats apart; w rows
 /// 16 floats apart), nb <= 16 rows; DC vectors of the row at a time (HC * DC accumulators).
+/// pv (or nullptr): 16 rows whose lines are prefetched, one row per V row of the first pass.
 template <std::size_t HC, std::size_t NV, std::size_t DC, class T>
 inline void v_pass(float* acc, std::size_t ld, const float (*w)[16], const float* c,
-                   const T* const* vrows, std::size_t nb) noexcept {
+                   const T* const* vrows, std::size_t nb, const char* const* pv) noexcept {
   for (std::size_t i0 = 0; i0 < NV; i0 += DC) {
     __m512 a[HC][DC];
     for (std::size_t h = 0; h < HC; ++h) {
@@ -196,6 +203,7 @@ inline void v_pass(float* acc, std::size_t ld, const float (*w)[16], const float
         if (i0 + i < NV) a[h][i] = _mm512_mul_ps(_mm512_loadu_ps(acc + h * ld + 16 * (i0 + i)), cv);
     }
     for (std::size_t j = 0; j < nb; ++j) {
+      if (pv && i0 == 0) prefetch_row<NV * 16, T>(pv[j]);
       __m512 vv[DC];
       for (std::size_t i = 0; i < DC; ++i)
         if (i0 + i < NV) vv[i] = widen16(vrows[j] + 16 * (i0 + i));
@@ -212,11 +220,16 @@ inline void v_pass(float* acc, std::size_t ld, const float (*w)[16], const float
 }
 
 /// Up to 16 rows of K and V and, per head, their softmax weights and the accumulator's
-/// rescale factor: what the V pass of one block needs.
+/// rescale factor: what the V pass of one block needs. Contiguous rows (ahead = true) also
+/// carry the K and V rows a prefetch distance ahead, whose lines the logits and the V pass
+/// prefetch one row per row they process.
 template <class T, std::size_t HMAX>
 struct block16 {
   const T* krows[16];
   const T* vrows[16];
+  const char* kahead[16];
+  const char* vahead[16];
+  bool ahead;
   std::size_t nb;
   alignas(64) float pw[HMAX][16];
   float cf[HMAX];
@@ -252,14 +265,16 @@ inline __m512 lane_bcast(__m512 x) noexcept {
 /// block to block (built from and written to memory it made each block wait on
 /// store-to-load forwarding).
 /// Rows j >= nb are read from krows[j] (any valid row) and masked out of the softmax.
+/// pk (or nullptr): 16 rows whose lines are prefetched, one row per K row.
 template <std::size_t D, class T, std::size_t HC>
 inline void qk_softmax4(const float* q, __m512& ms, __m512& zs, float scale,
-                        const T* const* krows, std::size_t nb, float (*pw)[16],
-                        float* cf) noexcept {
+                        const T* const* krows, std::size_t nb, float (*pw)[16], float* cf,
+                        const char* const* pk) noexcept {
   constexpr std::size_t NV = D / 16;
   alignas(64) __m512 part[HC][16];
   for (std::size_t j = 0; j < 16; ++j) {
     const T* kr = krows[j];
+    if (pk) prefetch_row<D, T>(pk[j]);
     __m512 kv[NV];
     for (std::size_t c = 0; c < NV; ++c) kv[c] = widen16(kr + 16 * c);
     for (std::size_t h = 0; h < HC; ++h) {
@@ -317,11 +332,12 @@ inline void qk_softmax(const float* q, std::size_t h0, std::size_t hn, float sca
     const float* qh = q + (h0 + hb) * D;
     __m512& m = ms[hb / 4];
     __m512& z = zs[hb / 4];
+    const char* const* pk = b.ahead && h0 + hb == 0 ? b.kahead : nullptr;  // once per block
     switch (hn - hb < 4 ? hn - hb : 4) {
-      case 1: qk_softmax4<D, T, 1>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
-      case 2: qk_softmax4<D, T, 2>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
-      case 3: qk_softmax4<D, T, 3>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
-      default: qk_softmax4<D, T, 4>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb); break;
+      case 1: qk_softmax4<D, T, 1>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb, pk); break;
+      case 2: qk_softmax4<D, T, 2>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb, pk); break;
+      case 3: qk_softmax4<D, T, 3>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb, pk); break;
+      default: qk_softmax4<D, T, 4>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb, pk); break;
     }
   }
 }
@@ -365,11 +381,12 @@ inline void v_update(std::size_t h0, std::size_t hn, const block16<T, HMAX>& b,
   constexpr std::size_t DC = NV < 16 / HB ? NV : 16 / HB;
   for (std::size_t hb = 0; hb < hn; hb += HB) {
     float* acc = st.acc + (h0 + hb) * D;
+    const char* const* pv = b.ahead && h0 + hb == 0 ? b.vahead : nullptr;  // once per block
     switch (hn - hb < HB ? hn - hb : HB) {
-      case 1: v_pass<1, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb); break;
-      case 2: v_pass<2, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb); break;
-      case 3: v_pass<3, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb); break;
-      default: v_pass<4, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb); break;
+      case 1: v_pass<1, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb, pv); break;
+      case 2: v_pass<2, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb, pv); break;
+      case 3: v_pass<3, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb, pv); break;
+      default: v_pass<4, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb, pv); break;
     }
   }
 }
@@ -388,6 +405,7 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
   constexpr std::size_t HMAX = 8;  // heads per pass over a block (stack scratch bound)
   constexpr std::size_t row_bytes = D * sizeof(T);
   constexpr std::size_t PF = 32;  // gathered rows: prefetch distance in rows
+  constexpr std::size_t PD = 16;  // contiguous rows: prefetch distance in rows
   // Contiguous rows: prefetch distance CF rows, ~32 KiB of row data (a multiple of 16 rows;
   // measured a few % better than 8 or 16 KiB and than 64 KiB at S = 64k), one hint per 4 KiB.
   constexpr std::size_t CF = (32768 / row_bytes + 15) / 16 * 16;
@@ -414,7 +432,19 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
       traffic.read(arena::v, b.vrows[j], row_bytes);
     }
     for (std::size_t j = nb; j < 16; ++j) b.krows[j] = b.krows[0];  // masked out
+    b.ahead = !Pos::gathered;
     if constexpr (!Pos::gathered) {
+      // Every line of the rows PD ahead, one row per row processed (the logits prefetch K's,
+      // the V pass V's): the arithmetic of a block takes about as long as its rows take to
+      // arrive, and the hardware prefetcher alone kept too few lines in flight to overlap
+      // them. Spread, not as one burst per block: the burst measured slower than none.
+      // Rows past the end: the block's first row (cached; a prefetch must not reach past a
+      // view's last row through a block table).
+      for (std::size_t j = 0; j < 16; ++j) {
+        const std::size_t a = b0 + PD + j < n ? b0 + PD + j : b0;
+        b.kahead[j] = reinterpret_cast<const char*>(k.row(pos(a)));
+        b.vahead[j] = reinterpret_cast<const char*>(v.row(pos(a)));
+      }
       // Contiguous rows: touch one line per 4 KiB of K and of V, CF rows ahead. The hardware
       // prefetcher stops at page boundaries and this loop keeps too few loads in flight to
       // restart it early; the hint (and its TLB walk) does (measured at S = 64k, 2 threads:
