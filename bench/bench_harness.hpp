@@ -364,10 +364,10 @@ double read_pattern(const Cache& cache, const std::vector<head_pattern>& pat, st
 /// kv_cache): every K and V row once, in the step's order, as a plain loop with no attention
 /// arithmetic. Units (chunk c of parallel_chunk positions, KV head h), chunk-major, split into
 /// nth contiguous ranges as run_dense_phase splits them; per unit 16 K rows, then 16 V rows,
-/// with attend_online_16's hints for contiguous rows (one line per 4 KiB of K and of V, about
-/// 32 KiB ahead). What dense's bytes cost in dense's order without its arithmetic; a kernel
-/// whose arithmetic hid under its loads would run at this speed. Adds the bytes read to
-/// `bytes`.
+/// prefetched as attend_online_16 prefetches contiguous rows (one line per 4 KiB of K and of
+/// V about 32 KiB ahead; each row's lines 16 rows ahead, one row per row read). What dense's
+/// bytes cost in dense's order without its arithmetic; a kernel whose arithmetic hid under
+/// its loads would run at this speed. Adds the bytes read to `bytes`.
 template <class Cache>
 double read_dense_pattern(const Cache& cache, std::size_t ith, std::size_t nth,
                           std::size_t& bytes) {
@@ -383,6 +383,14 @@ double read_dense_pattern(const Cache& cache, std::size_t ith, std::size_t nth,
     const std::size_t hint = row_bytes < 4096 ? 4096 / row_bytes : 1;
     const std::size_t s0 = u / H * sparq::parallel_chunk;
     const std::size_t n = std::min(sparq::parallel_chunk, S - s0);
+    auto rows = [&](const auto& m, std::size_t b, std::size_t nb) {  // and 16 rows ahead
+      for (std::size_t j = 0; j < nb; ++j) {
+        const std::size_t a = b + 16 + j < n ? b + 16 + j : b;
+        const auto* ahead = reinterpret_cast<const char*>(m.row(s0 + a));
+        for (std::size_t o = 0; o < row_bytes; o += 64) sparq::detail::prefetch(ahead + o);
+        s += sum_floats(reinterpret_cast<const float*>(m.row(s0 + b + j)), row_bytes / 4);
+      }
+    };
     for (std::size_t b = 0; b < n; b += 16) {
       const std::size_t nb = std::min<std::size_t>(16, n - b);
       if (b + cf + 16 <= n)
@@ -390,8 +398,8 @@ double read_dense_pattern(const Cache& cache, std::size_t ith, std::size_t nth,
           sparq::detail::prefetch(kv.k.row(s0 + b + cf + j));
           sparq::detail::prefetch(kv.v.row(s0 + b + cf + j));
         }
-      s += sum_floats(reinterpret_cast<const float*>(kv.k.row(s0 + b)), nb * row_bytes / 4);
-      s += sum_floats(reinterpret_cast<const float*>(kv.v.row(s0 + b)), nb * row_bytes / 4);
+      rows(kv.k, b, nb);
+      rows(kv.v, b, nb);
       bytes += 2 * nb * row_bytes;
     }
   }

@@ -290,7 +290,7 @@ int main(int argc, char** argv) {
   }
   std::printf("\nEach method against a plain read of its own bytes in about its own order, with no "
               "attention arithmetic.\nDense: every K and V row, 16 at a time, in batch_step's "
-              "order of chunks and heads, with its hints. SparQ:\nper KV head its r Kt rows "
+              "order of chunks and heads, prefetched as it does. SparQ:\nper KV head its r Kt rows "
               "interleaved as stage 1 reads them, then the K and V rows at its positions, 16 at "
               "a\ntime, prefetched as stage 2 does. pat_GBs: the read's GB/s; pat_roof: as a "
               "fraction of the roof; vs_pat:\npattern us / step us (scattered rows are served "
