@@ -364,10 +364,12 @@ double read_pattern(const Cache& cache, const std::vector<head_pattern>& pat, st
 /// kv_cache): every K and V row once, in the step's order, as a plain loop with no attention
 /// arithmetic. Units (chunk c of parallel_chunk positions, KV head h), chunk-major, split into
 /// nth contiguous ranges as run_dense_phase splits them; per unit 16 K rows, then 16 V rows,
-/// prefetched as attend_online_16 prefetches contiguous rows (one line per 4 KiB of K and of
-/// V about 32 KiB ahead; each row's lines 16 rows ahead, one row per row read). What dense's
+/// prefetched as the AVX-512 kernel (attend_online_16) prefetches contiguous rows (one line
+/// per 4 KiB of K and of V about 32 KiB ahead; each row's lines 16 rows ahead, one row per row
+/// read; the generic vector kernel of other builds prefetches none of this). What dense's
 /// bytes cost in dense's order without its arithmetic; a kernel whose arithmetic hid under
-/// its loads would run at this speed. Adds the bytes read to `bytes`.
+/// its loads would run at this speed. Needs rows of a multiple of 4 bytes (d even at f16 and
+/// bf16; sparq-bench's d = 128). Adds the bytes read to `bytes`.
 template <class Cache>
 double read_dense_pattern(const Cache& cache, std::size_t ith, std::size_t nth,
                           std::size_t& bytes) {
@@ -379,15 +381,14 @@ double read_dense_pattern(const Cache& cache, std::size_t ith, std::size_t nth,
     const auto kv = cache.head(0, u % H);
     using T = typename decltype(kv.k)::element_type;
     const std::size_t row_bytes = kv.k.dim * sizeof(T);
-    const std::size_t cf = (32768 / row_bytes + 15) / 16 * 16;  // attend_online_16's CF
+    const std::size_t cf = sparq::detail::contiguous_hint_rows(row_bytes);
+    constexpr std::size_t pd = sparq::detail::contiguous_prefetch_rows;
     const std::size_t hint = row_bytes < 4096 ? 4096 / row_bytes : 1;
     const std::size_t s0 = u / H * sparq::parallel_chunk;
     const std::size_t n = std::min(sparq::parallel_chunk, S - s0);
-    auto rows = [&](const auto& m, std::size_t b, std::size_t nb) {  // and 16 rows ahead
+    auto rows = [&](const auto& m, std::size_t b, std::size_t nb) {  // and pd rows ahead
       for (std::size_t j = 0; j < nb; ++j) {
-        const std::size_t a = b + 16 + j < n ? b + 16 + j : b;
-        const auto* ahead = reinterpret_cast<const char*>(m.row(s0 + a));
-        for (std::size_t o = 0; o < row_bytes; o += 64) sparq::detail::prefetch(ahead + o);
+        sparq::detail::prefetch_lines(m.row(s0 + (b + pd + j < n ? b + pd + j : b)), row_bytes);
         s += sum_floats(reinterpret_cast<const float*>(m.row(s0 + b + j)), row_bytes / 4);
       }
     };

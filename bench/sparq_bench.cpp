@@ -288,23 +288,26 @@ int main(int argc, char** argv) {
                 r.dense_cpu_us, r.sparq_cpu_us, r.dense_cpu_us / r.sparq_cpu_us, dg, sg,
                 100 * dg / r.roof_cpu, 100 * sg / r.roof_cpu);
   }
-  std::printf("\nEach method against a plain read of its own bytes in about its own order, with no "
-              "attention arithmetic.\nDense: every K and V row, 16 at a time, in batch_step's "
-              "order of chunks and heads, prefetched as it does. SparQ:\nper KV head its r Kt rows "
-              "interleaved as stage 1 reads them, then the K and V rows at its positions, 16 at "
-              "a\ntime, prefetched as stage 2 does. pat_GBs: the read's GB/s; pat_roof: as a "
-              "fraction of the roof; vs_pat:\npattern us / step us (scattered rows are served "
-              "slower than a stream). A yardstick, not a bound: a kernel\nthat overlaps its "
-              "loads better than a plain loop can beat it.%s\n",
-              nth > kv_heads ? " With more threads than KV heads, the SparQ pattern read "
-                               "leaves threads idle (the step splits S)."
-                             : "");
+  std::printf(
+      "\nEach method against a plain read of its own bytes in about its own order, with no "
+      "attention arithmetic.\nDense: every K and V row, 16 at a time, in batch_step's order of "
+      "chunks and heads, prefetched as its AVX-512\nkernel does. SparQ: per KV head its r Kt "
+      "rows interleaved as stage 1 reads them, then the K and V rows at\nits positions, 16 at a "
+      "time, prefetched as stage 2 does. pat_GBs: the read's GB/s; pat_roof: as a fraction\nof "
+      "the roof; vs_pat: pattern us / step us (scattered rows are served slower than a stream). A "
+      "yardstick,\nnot a bound: a kernel that overlaps its loads better than a plain loop can "
+      "beat it.%s\n",
+      nth > kv_heads
+          ? " With more threads than KV heads, the SparQ pattern read leaves threads idle (the "
+            "step splits S)."
+          : "");
   std::printf("%7s | %19s | %8s %8s %6s | %19s | %8s %8s %6s\n", "S", "dense_us  pattern_us",
               "pat_GBs", "pat_roof", "vs_pat", "sparq_us  pattern_us", "pat_GBs", "pat_roof",
               "vs_pat");
   for (const auto& r : results) {
     const double dp = r.dense_pattern_gbps(), sp = r.pattern_gbps();
-    std::printf("%7zu | %9.1f %9.1f | %8.1f %7.0f%% %5.0f%% | %9.1f %9.1f | %8.1f %7.0f%% %5.0f%%\n",
+    std::printf("%7zu | %9.1f %9.1f | %8.1f %7.0f%% %5.0f%% | %9.1f %9.1f | %8.1f %7.0f%% "
+                "%5.0f%%\n",
                 r.S, r.dense_us, r.dense_pattern_us, dp, 100 * dp / r.roof,
                 100 * r.dense_pattern_us / r.dense_us, r.sparq_us, r.pattern_us, sp,
                 100 * sp / r.roof, 100 * r.pattern_us / r.sparq_us);

@@ -154,6 +154,22 @@ inline float max_of(const float* p, std::size_t n) noexcept {
   return mx;
 }
 
+/// Prefetches every 64-byte line of [p, p + bytes) (p 64-byte aligned; otherwise the last
+/// partial line is left out).
+inline void prefetch_lines(const void* p, std::size_t bytes) noexcept {
+  for (std::size_t o = 0; o < bytes; o += 64) prefetch(static_cast<const char*>(p) + o);
+}
+
+/// The AVX-512 kernel's prefetching of contiguous rows (also replayed by the benchmarks'
+/// pattern read of a dense step): every line of the rows this many rows ahead, one row per
+/// row processed, and one line per 4 KiB of address contiguous_hint_rows ahead.
+inline constexpr std::size_t contiguous_prefetch_rows = 16;
+/// ~32 KiB of rows of row_bytes, rounded up to a multiple of 16 rows (measured a few % better
+/// than 8 or 16 KiB and than 64 KiB at S = 64k).
+constexpr std::size_t contiguous_hint_rows(std::size_t row_bytes) noexcept {
+  return (32768 / row_bytes + 15) / 16 * 16;
+}
+
 #if SPARQ_SIMD && defined(__AVX512F__) && defined(__AVX512BW__)
 #define SPARQ_ATTEND_AVX512 1
 
@@ -183,12 +199,6 @@ inline __m512 widen16(const T* p) noexcept {
   return load_widen(p);
 }
 
-/// Prefetches every line of a row of D elements of T.
-template <std::size_t D, class T>
-inline void prefetch_row(const char* row) noexcept {
-  for (std::size_t o = 0; o < D * sizeof(T); o += 64) prefetch(row + o);
-}
-
 /// acc[h] = acc[h] * c[h] + sum_j w[h][j] * V_j for HC heads (acc rows ld floats apart; w rows
 /// 16 floats apart), nb <= 16 rows; DC vectors of the row at a time (HC * DC accumulators).
 /// pv (or nullptr): 16 rows whose lines are prefetched, one row per V row of the first pass.
@@ -203,7 +213,7 @@ inline void v_pass(float* acc, std::size_t ld, const float (*w)[16], const float
         if (i0 + i < NV) a[h][i] = _mm512_mul_ps(_mm512_loadu_ps(acc + h * ld + 16 * (i0 + i)), cv);
     }
     for (std::size_t j = 0; j < nb; ++j) {
-      if (pv && i0 == 0) prefetch_row<NV * 16, T>(pv[j]);
+      if (pv && i0 == 0) prefetch_lines(pv[j], NV * 16 * sizeof(T));
       __m512 vv[DC];
       for (std::size_t i = 0; i < DC; ++i)
         if (i0 + i < NV) vv[i] = widen16(vrows[j] + 16 * (i0 + i));
@@ -274,7 +284,7 @@ inline void qk_softmax4(const float* q, __m512& ms, __m512& zs, float scale,
   alignas(64) __m512 part[HC][16];
   for (std::size_t j = 0; j < 16; ++j) {
     const T* kr = krows[j];
-    if (pk) prefetch_row<D, T>(pk[j]);
+    if (pk) prefetch_lines(pk[j], D * sizeof(T));
     __m512 kv[NV];
     for (std::size_t c = 0; c < NV; ++c) kv[c] = widen16(kr + 16 * c);
     for (std::size_t h = 0; h < HC; ++h) {
@@ -333,11 +343,15 @@ inline void qk_softmax(const float* q, std::size_t h0, std::size_t hn, float sca
     __m512& m = ms[hb / 4];
     __m512& z = zs[hb / 4];
     const char* const* pk = b.ahead && h0 + hb == 0 ? b.kahead : nullptr;  // once per block
+    const auto run = [&](auto hc) {
+      qk_softmax4<D, T, decltype(hc)::value>(qh, m, z, scale, b.krows, b.nb, b.pw + hb,
+                                             b.cf + hb, pk);
+    };
     switch (hn - hb < 4 ? hn - hb : 4) {
-      case 1: qk_softmax4<D, T, 1>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb, pk); break;
-      case 2: qk_softmax4<D, T, 2>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb, pk); break;
-      case 3: qk_softmax4<D, T, 3>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb, pk); break;
-      default: qk_softmax4<D, T, 4>(qh, m, z, scale, b.krows, b.nb, b.pw + hb, b.cf + hb, pk); break;
+      case 1: run(std::integral_constant<std::size_t, 1>{}); break;
+      case 2: run(std::integral_constant<std::size_t, 2>{}); break;
+      case 3: run(std::integral_constant<std::size_t, 3>{}); break;
+      default: run(std::integral_constant<std::size_t, 4>{}); break;
     }
   }
 }
@@ -396,8 +410,10 @@ inline void v_update(std::size_t h0, std::size_t hn, const block16<T, HMAX>& b,
 /// pipelined: block b's V pass runs after block b+1's logits and softmax, so the softmax's
 /// latency chain (reductions, exp) overlaps independent work. The arithmetic of every head
 /// is the same either way (the order of a head's operations never changes).
-/// Gathered rows are prefetched PF rows ahead (their K and V lines); contiguous rows get one
-/// hint per 4 KiB of address CF rows ahead (also when a view's rows are further apart than D).
+/// Gathered rows are prefetched PF rows ahead (their K and V lines, a block at a time).
+/// Contiguous rows: every line of the K and V rows PD rows ahead, spread over the block's
+/// rows, and one hint per 4 KiB of address CF rows ahead (also when a view's rows are further
+/// apart than D).
 template <std::size_t D, class T, class KRows, class VRows, class Pos, class Traffic>
 void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k,
                       const VRows& v, Pos pos, std::size_t n, const online_state& st,
@@ -405,10 +421,8 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
   constexpr std::size_t HMAX = 8;  // heads per pass over a block (stack scratch bound)
   constexpr std::size_t row_bytes = D * sizeof(T);
   constexpr std::size_t PF = 32;  // gathered rows: prefetch distance in rows
-  constexpr std::size_t PD = 16;  // contiguous rows: prefetch distance in rows
-  // Contiguous rows: prefetch distance CF rows, ~32 KiB of row data (a multiple of 16 rows;
-  // measured a few % better than 8 or 16 KiB and than 64 KiB at S = 64k), one hint per 4 KiB.
-  constexpr std::size_t CF = (32768 / row_bytes + 15) / 16 * 16;
+  constexpr std::size_t PD = contiguous_prefetch_rows;  // contiguous rows, every line
+  constexpr std::size_t CF = contiguous_hint_rows(row_bytes);  // contiguous rows, 1 per 4 KiB
   // Rows further apart than D (a token-major cache, K and V interleaved, ...) still get one
   // hint per 4 KiB of address: every ks-th K row, every vs-th V row (1: each row its own
   // page). A hint every 4096 / (D * sizeof(T)) rows skipped pages there (S = 64k, f16, 2
@@ -448,7 +462,7 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
       // Contiguous rows: touch one line per 4 KiB of K and of V, CF rows ahead. The hardware
       // prefetcher stops at page boundaries and this loop keeps too few loads in flight to
       // restart it early; the hint (and its TLB walk) does (measured at S = 64k, 2 threads:
-      // ~53% -> ~73% of the read roof).
+      // ~53% -> ~73% of the benchmarks' read roof of the time, which lacked such a hint).
       if (b0 + CF + 16 <= n) {
         for (std::size_t j = 0; j < 16; j += ks) prefetch(k.row(pos(b0 + CF + j)));
         for (std::size_t j = 0; j < 16; j += vs) prefetch(v.row(pos(b0 + CF + j)));
