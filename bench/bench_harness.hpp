@@ -383,7 +383,7 @@ double read_dense_pattern(const Cache& cache, std::size_t ith, std::size_t nth,
     const std::size_t row_bytes = kv.k.dim * sizeof(T);
     const std::size_t cf = sparq::detail::contiguous_hint_rows(row_bytes);
     constexpr std::size_t pd = sparq::detail::contiguous_prefetch_rows;
-    const std::size_t hint = row_bytes < 4096 ? 4096 / row_bytes : 1;
+    const std::size_t hint = sparq::detail::contiguous_hint_every(row_bytes);
     const std::size_t s0 = u / H * sparq::parallel_chunk;
     const std::size_t n = std::min(sparq::parallel_chunk, S - s0);
     auto rows = [&](const auto& m, std::size_t b, std::size_t nb) {  // and pd rows ahead

@@ -176,19 +176,19 @@ case_result run_case(std::size_t S, sparq::thread_pool& pool, std::size_t nth, b
     rw.push_back(meter.measure(quick ? 1 : 3, c));
     rc.push_back(c);
   };
+  // The pattern reads must read what the steps read.
+  auto check_bytes = [](const char* what, std::size_t got, std::size_t want) {
+    if (got == want) return;
+    std::fprintf(stderr, "sparq-bench: the %s pattern read read %zu bytes, the step %zu\n",
+                 what, got, want);
+    std::exit(1);
+  };
   for (int round = 0; round < (quick ? 1 : 3); ++round) {
     double c1 = 0, c2 = 0;
     sample_roof();
     td.push_back(time_it(de, wsd, out_d.data(), c1));
     sample_roof();
     ts.push_back(time_it(sp, wss, out_s.data(), c2));
-    // The pattern reads must read what the steps read.
-    auto check_bytes = [](const char* what, std::size_t got, std::size_t want) {
-      if (got == want) return;
-      std::fprintf(stderr, "sparq-bench: the %s pattern read read %zu bytes, the step %zu\n",
-                   what, got, want);
-      std::exit(1);
-    };
     std::size_t pattern_bytes = 0;
     tp.push_back(time_read(pool, nth, caches, budget, pattern_bytes,
                            [&](const cache_t& c, std::size_t ith, std::size_t n,

@@ -169,6 +169,11 @@ inline constexpr std::size_t contiguous_prefetch_rows = 16;
 constexpr std::size_t contiguous_hint_rows(std::size_t row_bytes) noexcept {
   return (32768 / row_bytes + 15) / 16 * 16;
 }
+/// The hint goes to every this-many-th row of rows stride_bytes apart: one per 4 KiB of
+/// address (1 when each row is a page or more apart).
+constexpr std::size_t contiguous_hint_every(std::size_t stride_bytes) noexcept {
+  return stride_bytes > 0 && stride_bytes < 4096 ? 4096 / stride_bytes : 1;
+}
 
 #if SPARQ_SIMD && defined(__AVX512F__) && defined(__AVX512BW__)
 #define SPARQ_ATTEND_AVX512 1
@@ -230,16 +235,15 @@ inline void v_pass(float* acc, std::size_t ld, const float (*w)[16], const float
 }
 
 /// Up to 16 rows of K and V and, per head, their softmax weights and the accumulator's
-/// rescale factor: what the V pass of one block needs. Contiguous rows (ahead = true) also
-/// carry the K and V rows a prefetch distance ahead, whose lines the logits and the V pass
-/// prefetch one row per row they process.
-template <class T, std::size_t HMAX>
+/// rescale factor: what the V pass of one block needs. Contiguous rows (Ahead) also carry the
+/// K and V rows a prefetch distance ahead, whose lines the logits and the V pass prefetch one
+/// row per row they process.
+template <class T, std::size_t HMAX, bool Ahead>
 struct block16 {
   const T* krows[16];
   const T* vrows[16];
   const char* kahead[16];
   const char* vahead[16];
-  bool ahead;
   std::size_t nb;
   alignas(64) float pw[HMAX][16];
   float cf[HMAX];
@@ -335,14 +339,14 @@ inline void qk_softmax4(const float* q, __m512& ms, __m512& zs, float scale,
 
 /// qk_softmax4 over heads [h0, h0 + hn), hn <= HMAX, 4 at a time; ms[i], zs[i]: the state
 /// of heads h0 + 4i .. h0 + 4i + 3 (load_states).
-template <std::size_t D, class T, std::size_t HMAX>
+template <std::size_t D, class T, std::size_t HMAX, bool Ahead>
 inline void qk_softmax(const float* q, std::size_t h0, std::size_t hn, float scale,
-                       block16<T, HMAX>& b, __m512* ms, __m512* zs) noexcept {
+                       block16<T, HMAX, Ahead>& b, __m512* ms, __m512* zs) noexcept {
   for (std::size_t hb = 0; hb < hn; hb += 4) {
     const float* qh = q + (h0 + hb) * D;
     __m512& m = ms[hb / 4];
     __m512& z = zs[hb / 4];
-    const char* const* pk = b.ahead && h0 + hb == 0 ? b.kahead : nullptr;  // once per block
+    const char* const* pk = Ahead && h0 + hb == 0 ? b.kahead : nullptr;  // once per block
     const auto run = [&](auto hc) {
       qk_softmax4<D, T, decltype(hc)::value>(qh, m, z, scale, b.krows, b.nb, b.pw + hb,
                                              b.cf + hb, pk);
@@ -387,15 +391,15 @@ inline void store_states(const online_state& st, std::size_t h0, std::size_t hn,
 /// acc_h = acc_h * cf_h + sum_j pw[h][j] * V_j for heads [h0, h0 + hn): 4 heads at a time
 /// over 4 vectors of d at a time, so a V row is widened once per block and pass, and the
 /// accumulators stay in registers for the block's rows.
-template <std::size_t D, class T, std::size_t HMAX>
-inline void v_update(std::size_t h0, std::size_t hn, const block16<T, HMAX>& b,
+template <std::size_t D, class T, std::size_t HMAX, bool Ahead>
+inline void v_update(std::size_t h0, std::size_t hn, const block16<T, HMAX, Ahead>& b,
                      const online_state& st) noexcept {
   constexpr std::size_t NV = D / 16;
   constexpr std::size_t HB = 4;
   constexpr std::size_t DC = NV < 16 / HB ? NV : 16 / HB;
   for (std::size_t hb = 0; hb < hn; hb += HB) {
     float* acc = st.acc + (h0 + hb) * D;
-    const char* const* pv = b.ahead && h0 + hb == 0 ? b.vahead : nullptr;  // once per block
+    const char* const* pv = Ahead && h0 + hb == 0 ? b.vahead : nullptr;  // once per block
     switch (hn - hb < HB ? hn - hb : HB) {
       case 1: v_pass<1, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb, pv); break;
       case 2: v_pass<2, NV, DC, T>(acc, D, b.pw + hb, b.cf + hb, b.vrows, b.nb, pv); break;
@@ -430,13 +434,12 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
   // heads 15.8-17.0 -> 13.2-13.6 ms; back-to-back rows unchanged).
   // Paged rows: at most one hint per token page (a page's first row, as CF and the blocks are
   // multiples of 16 and pages are 2^page_bits tokens).
-  const std::size_t kp = k.row_stride * sizeof(T), vp = v.row_stride * sizeof(T);
-  std::size_t ks = kp > 0 && kp < 4096 ? 4096 / kp : 1;
-  std::size_t vs = vp > 0 && vp < 4096 ? 4096 / vp : 1;
+  std::size_t ks = contiguous_hint_every(k.row_stride * sizeof(T));
+  std::size_t vs = contiguous_hint_every(v.row_stride * sizeof(T));
   if constexpr (KRows::paged) ks = ks < k.page_size() ? ks : k.page_size();
   if constexpr (VRows::paged) vs = vs < v.page_size() ? vs : v.page_size();
-  block16<T, HMAX> blk[2];
-  auto setup = [&](block16<T, HMAX>& b, std::size_t b0) {
+  block16<T, HMAX, !Pos::gathered> blk[2];
+  auto setup = [&](block16<T, HMAX, !Pos::gathered>& b, std::size_t b0) {
     const std::size_t nb = n - b0 < 16 ? n - b0 : 16;
     b.nb = nb;
     for (std::size_t j = 0; j < nb; ++j) {
@@ -446,7 +449,6 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
       traffic.read(arena::v, b.vrows[j], row_bytes);
     }
     for (std::size_t j = nb; j < 16; ++j) b.krows[j] = b.krows[0];  // masked out
-    b.ahead = !Pos::gathered;
     if constexpr (!Pos::gathered) {
       // Every line of the rows PD ahead, one row per row processed (the logits prefetch K's,
       // the V pass V's): the arithmetic of a block takes about as long as its rows take to
