@@ -22,9 +22,11 @@ namespace sparq::detail {
 /// and adds for 16 sums instead of 16 separate horizontal reductions).
 inline __m512 reduce16(const __m512* a) noexcept {
   __m512 b[8], c[4];
+  SPARQ_UNROLL
   for (int i = 0; i < 8; ++i)
     b[i] = _mm512_add_ps(_mm512_maskz_unpacklo_ps(k16, a[2 * i], a[2 * i + 1]),
                          _mm512_maskz_unpackhi_ps(k16, a[2 * i], a[2 * i + 1]));
+  SPARQ_UNROLL
   for (int i = 0; i < 4; ++i)
     c[i] = _mm512_add_ps(
         _mm512_maskz_shuffle_ps(k16, b[2 * i], b[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
@@ -52,39 +54,40 @@ inline void v_pass(float* acc, std::size_t ld, const float (*w)[16], const float
                    const T* const* vrows, std::size_t nb, const char* const* pv) noexcept {
   for (std::size_t i0 = 0; i0 < NV; i0 += DC) {
     __m512 a[HC][DC];
+    SPARQ_UNROLL
     for (std::size_t h = 0; h < HC; ++h) {
       const __m512 cv = _mm512_set1_ps(c[h]);
+      SPARQ_UNROLL
       for (std::size_t i = 0; i < DC; ++i)
         if (i0 + i < NV) a[h][i] = _mm512_mul_ps(_mm512_loadu_ps(acc + h * ld + 16 * (i0 + i)), cv);
     }
     for (std::size_t j = 0; j < nb; ++j) {
       if (pv && i0 == 0) prefetch_lines(pv[j], NV * 16 * sizeof(T));
       __m512 vv[DC];
+      SPARQ_UNROLL
       for (std::size_t i = 0; i < DC; ++i)
         if (i0 + i < NV) vv[i] = widen16(vrows[j] + 16 * (i0 + i));
+      SPARQ_UNROLL
       for (std::size_t h = 0; h < HC; ++h) {
         const __m512 wj = _mm512_set1_ps(w[h][j]);
+        SPARQ_UNROLL
         for (std::size_t i = 0; i < DC; ++i)
           if (i0 + i < NV) a[h][i] = _mm512_fmadd_ps(wj, vv[i], a[h][i]);
       }
     }
-    for (std::size_t h = 0; h < HC; ++h)
+    SPARQ_UNROLL
+    for (std::size_t h = 0; h < HC; ++h) {
+      SPARQ_UNROLL
       for (std::size_t i = 0; i < DC; ++i)
         if (i0 + i < NV) _mm512_storeu_ps(acc + h * ld + 16 * (i0 + i), a[h][i]);
+    }
   }
 }
 
-/// Up to 16 rows of K and V and, per head, their softmax weights and the accumulator's
-/// rescale factor: what the V pass of one block needs. Contiguous rows (Ahead) also carry the
-/// K and V rows a prefetch distance ahead, whose lines the logits and the V pass prefetch one
-/// row per row they process.
+/// A block of 16 rows (row_block) and, per head, their softmax weights and the accumulator's
+/// rescale factor: what the V pass of one block needs.
 template <class T, std::size_t HMAX, bool Ahead>
-struct block16 {
-  const T* krows[16];
-  const T* vrows[16];
-  const char* kahead[16];
-  const char* vahead[16];
-  std::size_t nb;
+struct block16 : row_block<T, 16, Ahead> {
   alignas(64) float pw[HMAX][16];
   float cf[HMAX];
 };
@@ -130,11 +133,14 @@ inline void qk_softmax4(const float* q, __m512& ms, __m512& zs, float scale,
     const T* kr = krows[j];
     if (pk) prefetch_lines(pk[j], D * sizeof(T));
     __m512 kv[NV];
+    SPARQ_UNROLL
     for (std::size_t c = 0; c < NV; ++c) kv[c] = widen16(kr + 16 * c);
+    SPARQ_UNROLL
     for (std::size_t h = 0; h < HC; ++h) {
       const float* qh = q + h * D;
       __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qh), kv[0]);
       __m512 a1 = NV > 1 ? _mm512_mul_ps(_mm512_loadu_ps(qh + 16), kv[1]) : _mm512_setzero_ps();
+      SPARQ_UNROLL
       for (std::size_t c = 2; c + 1 < NV; c += 2) {
         a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), kv[c], a0);
         a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c + 16), kv[c + 1], a1);
@@ -146,6 +152,7 @@ inline void qk_softmax4(const float* q, __m512& ms, __m512& zs, float scale,
   const __mmask16 valid = static_cast<__mmask16>((1u << nb) - 1u);
   const __m512 vscale = _mm512_set1_ps(scale);
   __m512 lg[4];
+  SPARQ_UNROLL
   for (std::size_t h = 0; h < 4; ++h)
     lg[h] = h < HC ? _mm512_mask_mov_ps(ninf, valid, _mm512_mul_ps(reduce16(part[h]), vscale))
                    : ninf;
@@ -169,11 +176,13 @@ inline void qk_softmax4(const float* q, __m512& ms, __m512& zs, float scale,
                 : _mm512_setzero_ps();
   e[3] = HC > 3 ? _mm512_maskz_mov_ps(valid, vexp(fbatch(_mm512_sub_ps(lg[3], lane_bcast<3>(mx)))))
                 : _mm512_setzero_ps();
+  SPARQ_UNROLL
   for (std::size_t h = 0; h < HC; ++h) _mm512_store_ps(pw[h], e[h]);
   zs = _mm512_fmadd_ps(zs, c, reduce4x16(e, vadd4));
   ms = mn;
   alignas(64) float o[16];
   _mm512_store_ps(o, c);
+  SPARQ_UNROLL
   for (std::size_t h = 0; h < HC; ++h) cf[h] = o[4 * h];
 }
 
@@ -254,91 +263,25 @@ inline void v_update(std::size_t h0, std::size_t hn, const block16<T, HMAX, Ahea
 /// pipelined: block b's V pass runs after block b+1's logits and softmax, so the softmax's
 /// latency chain (reductions, exp) overlaps independent work. The arithmetic of every head
 /// is the same either way (the order of a head's operations never changes).
-/// Gathered rows are prefetched PF rows ahead (their K and V lines, a block at a time).
-/// Contiguous rows: every line of the K and V rows PD rows ahead, spread over the block's
-/// rows, and one hint per 4 KiB of address CF rows ahead (also when a view's rows are further
-/// apart than D).
+/// Rows and prefetches: fill_rows (gathered rows gathered_prefetch_rows ahead; contiguous
+/// rows, every line contiguous_prefetch_rows ahead, spread over the block's rows, and one
+/// hint per 4 KiB of address).
 template <std::size_t D, class T, class KRows, class VRows, class Pos, class Traffic>
 void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k,
                       const VRows& v, Pos pos, std::size_t n, const online_state& st,
                       Traffic& traffic) noexcept {
   constexpr std::size_t HMAX = 8;  // heads per pass over a block (stack scratch bound)
-  constexpr std::size_t row_bytes = D * sizeof(T);
-  constexpr std::size_t PF = 32;  // gathered rows: prefetch distance in rows
-  constexpr std::size_t PD = contiguous_prefetch_rows;  // contiguous rows, every line
-  constexpr std::size_t CF = contiguous_hint_rows(row_bytes);  // contiguous rows, 1 per 4 KiB
-  // Rows further apart than D (a token-major cache, K and V interleaved, ...) still get one
-  // hint per 4 KiB of address: every ks-th K row, every vs-th V row (1: each row its own
-  // page). A hint every 4096 / (D * sizeof(T)) rows skipped pages there (S = 64k, f16, 2
-  // threads, in-process A/B: K|V interleaved 13.0-13.5 -> 10.5-11.6 ms, token-major with 8
-  // heads 15.8-17.0 -> 13.2-13.6 ms; back-to-back rows unchanged).
-  // Paged rows: at most one hint per token page (a page's first row, as CF and the blocks are
-  // multiples of 16 and pages are 2^page_bits tokens).
-  std::size_t ks = contiguous_hint_every(k.row_stride * sizeof(T));
-  std::size_t vs = contiguous_hint_every(v.row_stride * sizeof(T));
-  if constexpr (KRows::paged) ks = ks < k.page_size() ? ks : k.page_size();
-  if constexpr (VRows::paged) vs = vs < v.page_size() ? vs : v.page_size();
+  const hint_steps hs = contiguous_hint_steps<T>(k, v);
   block16<T, HMAX, !Pos::gathered> blk[2];
-  auto setup = [&](block16<T, HMAX, !Pos::gathered>& b, std::size_t b0) {
-    const std::size_t nb = n - b0 < 16 ? n - b0 : 16;
-    b.nb = nb;
-    for (std::size_t j = 0; j < nb; ++j) {
-      b.krows[j] = k.row(pos(b0 + j));
-      b.vrows[j] = v.row(pos(b0 + j));
-      traffic.read(arena::k, b.krows[j], row_bytes);
-      traffic.read(arena::v, b.vrows[j], row_bytes);
-    }
-    for (std::size_t j = nb; j < 16; ++j) b.krows[j] = b.krows[0];  // masked out
-    if constexpr (!Pos::gathered) {
-      // Every line of the rows PD ahead, one row per row processed (the logits prefetch K's,
-      // the V pass V's): the arithmetic of a block takes about as long as its rows take to
-      // arrive, and the hardware prefetcher alone kept too few lines in flight to overlap
-      // them. Spread, not as one burst per block: the burst measured slower than none.
-      // Rows past the end: the block's first row (cached; a prefetch must not reach past a
-      // view's last row through a block table).
-      for (std::size_t j = 0; j < 16; ++j) {
-        const std::size_t a = b0 + PD + j < n ? b0 + PD + j : b0;
-        b.kahead[j] = reinterpret_cast<const char*>(k.row(pos(a)));
-        b.vahead[j] = reinterpret_cast<const char*>(v.row(pos(a)));
-      }
-      // Contiguous rows: touch one line per 4 KiB of K and of V, CF rows ahead. The hardware
-      // prefetcher stops at page boundaries and this loop keeps too few loads in flight to
-      // restart it early; the hint (and its TLB walk) does (measured at S = 64k, 2 threads:
-      // ~53% -> ~73% of the benchmarks' read roof of the time, which lacked such a hint).
-      if (b0 + CF + 16 <= n) {
-        for (std::size_t j = 0; j < 16; j += ks) prefetch(k.row(pos(b0 + CF + j)));
-        for (std::size_t j = 0; j < 16; j += vs) prefetch(v.row(pos(b0 + CF + j)));
-      }
-    } else {
-      const std::size_t p1 = b0 + PF + 16 < n ? b0 + PF + 16 : n;
-      for (std::size_t j = b0 + PF; j < p1; ++j) {
-        const char* kr = reinterpret_cast<const char*>(k.row(pos(j)));
-        const char* vr = reinterpret_cast<const char*>(v.row(pos(j)));
-        for (std::size_t o = 0; o < row_bytes; o += 64) {
-          prefetch(kr + o);
-          prefetch(vr + o);
-        }
-      }
-    }
-  };
-  if (Pos::gathered) {  // the first PF rows
-    const std::size_t p1 = PF < n ? PF : n;
-    for (std::size_t j = 0; j < p1; ++j) {
-      const char* kr = reinterpret_cast<const char*>(k.row(pos(j)));
-      const char* vr = reinterpret_cast<const char*>(v.row(pos(j)));
-      for (std::size_t o = 0; o < row_bytes; o += 64) {
-        prefetch(kr + o);
-        prefetch(vr + o);
-      }
-    }
-  }
+  if constexpr (Pos::gathered)
+    prefetch_gathered<D, T>(k, v, pos, 0, gathered_prefetch_rows < n ? gathered_prefetch_rows : n);
   __m512 ms[HMAX / 4], zs[HMAX / 4];
   if (g <= HMAX) {
     load_states(st, 0, g, ms, zs);
     std::size_t cur = 0;
     bool pending = false;
     for (std::size_t b0 = 0; b0 < n; b0 += 16) {
-      setup(blk[cur], b0);
+      fill_rows<D>(blk[cur], k, v, pos, b0, n, hs, traffic);
       qk_softmax<D, T, HMAX>(q, 0, g, scale, blk[cur], ms, zs);
       if (pending) v_update<D, T, HMAX>(0, g, blk[cur ^ 1], st);
       pending = true;
@@ -349,7 +292,7 @@ void attend_online_16(const float* q, std::size_t g, float scale, const KRows& k
     return;
   }
   for (std::size_t b0 = 0; b0 < n; b0 += 16) {
-    setup(blk[0], b0);
+    fill_rows<D>(blk[0], k, v, pos, b0, n, hs, traffic);
     for (std::size_t h0 = 0; h0 < g; h0 += HMAX) {
       const std::size_t hn = g - h0 < HMAX ? g - h0 : HMAX;
       load_states(st, h0, hn, ms, zs);
