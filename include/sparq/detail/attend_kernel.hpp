@@ -8,6 +8,10 @@
 /// Reads: n rows of K and n rows of V. Writes: acc [g][d], m [g], z [g]. Scratch: p [g][block].
 /// Allocates: never. Accumulates in fp32. The block size is a constant, so the summation order
 /// (and hence the result) never depends on the thread count.
+///
+/// attend_online picks the kernel: for d = 64 or 128, attend_online_16 (attend_avx512.hpp) on
+/// AVX-512 builds and attend_online_lanes (attend_lanes.hpp) on the other SIMD tiers; else
+/// (scalar builds, other head dims) the generic loop below, blocks of attend_block rows.
 
 #include <cmath>
 #include <cstddef>
@@ -19,6 +23,7 @@
 #include "../traffic.hpp"
 #include "../view.hpp"
 #include "attend_avx512.hpp"
+#include "attend_lanes.hpp"
 #include "attend_rows.hpp"
 #include "simd.hpp"
 
@@ -146,6 +151,12 @@ void attend_online(const float* q, std::size_t g, std::size_t d, float scale, co
     (void)d;
     (void)p;
     attend_online_16<D, T>(q, g, scale, k, v, pos, n, st, traffic);
+    return;
+  }
+#elif SPARQ_SIMD
+  if constexpr (D != 0 && D % lanes == 0) {
+    (void)d;
+    attend_online_lanes<D, T>(q, g, scale, k, v, pos, n, st, p, traffic);
     return;
   }
 #endif
