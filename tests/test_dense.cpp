@@ -1,7 +1,8 @@
 // Tests for the dense decode-attention baseline (dense.hpp) against sparq::ref::dense (float64)
 // for every storage type (typed tests), head dims 1..256 (64 and 128 take the register-blocked
 // path, the rest the runtime-d path), lengths around the SIMD widths and the online-softmax
-// block (64) up to ~4000, GQA groups of 1/4/8, padded strides and misaligned bases (padding is
+// block (64) up to ~4000, GQA groups of 1/4/8 (and every group 1..12 through the blocked
+// kernels, contiguous and gathered), padded strides and misaligned bases (padding is
 // NaN), plus the log-sum-exp output, the scale convention and bit-identical repeats.
 //
 // Tolerance: the oracle reads the same stored (rounded) values and the kernel accumulates in
@@ -60,6 +61,41 @@ TYPED_TEST(dense_typed, matches_the_float64_oracle) {
       EXPECT_LT(rel_l2(out.data(), out64), out_tol);
     }
   std::printf("%s: worst dense relative L2 error %.2e over %zu cases\n", type_name<T>(), worst, case_no);
+}
+
+// The blocked kernels (attend_online_16 on AVX-512, attend_online_lanes on the other SIMD
+// tiers; d = 64 and 128) take heads 4 at a time (AVX-512: up to 8 per pass over a block) and
+// rows a block at a time, padding the last block. Every group size 1..12 (1, 2, 3 or 4 heads in
+// the last pass; one, two or three passes) at lengths around the block sizes (4, 8, 16), for
+// contiguous rows (dense_step) and gathered ones (attend_positions over every other position).
+TYPED_TEST(dense_typed, every_group_size_matches_the_float64_oracle_in_the_blocked_kernels) {
+  using T = TypeParam;
+  rng r(207);
+  std::size_t case_no = 0;
+  for (std::size_t d : {64, 128})
+    for (std::size_t g = 1; g <= 12; ++g)
+      for (std::size_t S : {1, 3, 8, 9, 16, 31, 33, 70}) {
+        const layout lay = test_layouts()[case_no++ % 3];
+        const auto head = random_head<T>(r, S, d, lay);
+        const auto q = random_queries(r, g, d, 1.0f);
+        const float scale = 1.0f / std::sqrt(float(d));
+        scratch_buffer buf(sparq::dense_workspace_bytes(g, d), case_no % 11);
+        std::vector<float> out(g * d, std::numeric_limits<float>::quiet_NaN()), lse(g);
+        sparq::dense_step<T>(q.data(), g, head.k(), head.v(), scale, buf.ws(), out.data(), lse.data());
+        const auto want = sparq::ref::dense<T>(q.data(), g, head.k(), head.v(), scale);
+        EXPECT_LT(rel_l2(out.data(), want), out_tol) << type_name<T>() << " d=" << d << " g=" << g << " S=" << S;
+
+        std::vector<std::uint32_t> pos;
+        for (std::size_t s = S % 2; s < S; s += 2) pos.push_back(static_cast<std::uint32_t>(s));
+        if (pos.empty()) continue;
+        std::vector<float> scratch(sparq::attend_scratch_floats(g, d)), got(g * d);
+        sparq::attend_positions<T>(q.data(), g, head.k(), head.v(), pos.data(), pos.size(), scale,
+                                   scratch.data(), got.data());
+        std::vector<double> want_sub, want_lse;
+        attend64(q.data(), g, head.k(), head.v(), pos, scale, want_sub, want_lse);
+        EXPECT_LT(rel_l2(got.data(), want_sub), out_tol)
+            << "gathered " << type_name<T>() << " d=" << d << " g=" << g << " S=" << S;
+      }
 }
 
 TYPED_TEST(dense_typed, lse_is_optional_and_does_not_change_the_output) {
