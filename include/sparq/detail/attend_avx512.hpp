@@ -22,11 +22,9 @@ namespace sparq::detail {
 /// and adds for 16 sums instead of 16 separate horizontal reductions).
 inline __m512 reduce16(const __m512* a) noexcept {
   __m512 b[8], c[4];
-  SPARQ_UNROLL
   for (int i = 0; i < 8; ++i)
     b[i] = _mm512_add_ps(_mm512_maskz_unpacklo_ps(k16, a[2 * i], a[2 * i + 1]),
                          _mm512_maskz_unpackhi_ps(k16, a[2 * i], a[2 * i + 1]));
-  SPARQ_UNROLL
   for (int i = 0; i < 4; ++i)
     c[i] = _mm512_add_ps(
         _mm512_maskz_shuffle_ps(k16, b[2 * i], b[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
@@ -152,7 +150,6 @@ inline void qk_softmax4(const float* q, __m512& ms, __m512& zs, float scale,
   const __mmask16 valid = static_cast<__mmask16>((1u << nb) - 1u);
   const __m512 vscale = _mm512_set1_ps(scale);
   __m512 lg[4];
-  SPARQ_UNROLL
   for (std::size_t h = 0; h < 4; ++h)
     lg[h] = h < HC ? _mm512_mask_mov_ps(ninf, valid, _mm512_mul_ps(reduce16(part[h]), vscale))
                    : ninf;
@@ -176,13 +173,11 @@ inline void qk_softmax4(const float* q, __m512& ms, __m512& zs, float scale,
                 : _mm512_setzero_ps();
   e[3] = HC > 3 ? _mm512_maskz_mov_ps(valid, vexp(fbatch(_mm512_sub_ps(lg[3], lane_bcast<3>(mx)))))
                 : _mm512_setzero_ps();
-  SPARQ_UNROLL
   for (std::size_t h = 0; h < HC; ++h) _mm512_store_ps(pw[h], e[h]);
   zs = _mm512_fmadd_ps(zs, c, reduce4x16(e, vadd4));
   ms = mn;
   alignas(64) float o[16];
   _mm512_store_ps(o, c);
-  SPARQ_UNROLL
   for (std::size_t h = 0; h < HC; ++h) cf[h] = o[4 * h];
 }
 
