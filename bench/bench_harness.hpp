@@ -364,9 +364,9 @@ double read_pattern(const Cache& cache, const std::vector<head_pattern>& pat, st
 /// kv_cache): every K and V row once, in the step's order, as a plain loop with no attention
 /// arithmetic. Units (chunk c of parallel_chunk positions, KV head h), chunk-major, split into
 /// nth contiguous ranges as run_dense_phase splits them; per unit 16 K rows, then 16 V rows,
-/// prefetched as the AVX-512 kernel (attend_online_16) prefetches contiguous rows (one line
+/// prefetched as the blocked kernels (detail::fill_rows) prefetch contiguous rows (one line
 /// per 4 KiB of K and of V about 32 KiB ahead; each row's lines 16 rows ahead, one row per row
-/// read; the generic vector kernel of other builds prefetches none of this). What dense's
+/// read; the generic loop for other head dims prefetches none of this). What dense's
 /// bytes cost in dense's order without its arithmetic; a kernel whose arithmetic hid under
 /// its loads would run at this speed. Needs rows of a multiple of 4 bytes (d even at f16 and
 /// bf16; sparq-bench's d = 128). Adds the bytes read to `bytes`.

@@ -291,7 +291,7 @@ int main(int argc, char** argv) {
   std::printf(
       "\nEach method against a plain read of its own bytes in about its own order, with no "
       "attention arithmetic.\nDense: every K and V row, 16 at a time, in batch_step's order of "
-      "chunks and heads, prefetched as its AVX-512\nkernel does. SparQ: per KV head its r Kt "
+      "chunks and heads, prefetched as its\nattention kernel does. SparQ: per KV head its r Kt "
       "rows interleaved as stage 1 reads them, then the K and V rows at\nits positions, 16 at a "
       "time, prefetched as stage 2 does. pat_GBs: the read's GB/s; pat_roof: as a fraction\nof "
       "the roof; vs_pat: pattern us / step us (scattered rows are served slower than a stream). A "
