@@ -26,6 +26,11 @@ namespace sparq::detail {
 /// Vector accumulators the logits and the V pass keep live (AVX2 and SSE2 have 16 vector
 /// registers; the rest hold a widened row and a broadcast weight).
 inline constexpr std::size_t lanes_accumulators = 8;
+/// How many rows (logits) or row vectors (V pass) a pass over HC heads takes at a time: as
+/// many as keep lanes_accumulators accumulators in flight, at most `cap`.
+constexpr std::size_t lanes_per_pass(std::size_t hc, std::size_t cap) noexcept {
+  return lanes_accumulators / hc < cap ? lanes_accumulators / hc : cap;
+}
 
 /// part[h][j] = lane-wise partial products of q_h · K_j, for heads [0, HC) (q: the first
 /// head's [D]) and the block's `lanes` rows, R rows at a time so that R * HC accumulators are
@@ -35,8 +40,7 @@ template <std::size_t D, class T, std::size_t HC>
 inline void logits_lanes(const float* q, const T* const* krows, const char* const* pk,
                          fbatch (*part)[lanes]) noexcept {
   constexpr std::size_t NV = D / lanes;
-  constexpr std::size_t R0 = lanes_accumulators / HC;
-  constexpr std::size_t R = R0 > lanes ? lanes : R0;
+  constexpr std::size_t R = lanes_per_pass(HC, lanes);
   static_assert(R > 0 && lanes % R == 0, "logits_lanes: rows per pass must divide the block");
   for (std::size_t j0 = 0; j0 < lanes; j0 += R) {
     fbatch a[R][HC];
@@ -94,8 +98,7 @@ template <std::size_t D, class T, std::size_t HC>
 inline void v_lanes(float* acc, const float* w, const float* c, const T* const* vrows,
                     std::size_t nb, const char* const* pv) noexcept {
   constexpr std::size_t NV = D / lanes;
-  constexpr std::size_t DC0 = lanes_accumulators / HC;
-  constexpr std::size_t DC = DC0 > NV ? NV : DC0;
+  constexpr std::size_t DC = lanes_per_pass(HC, NV);
   static_assert(DC > 0 && NV % DC == 0, "v_lanes: vectors per pass must divide the row");
   for (std::size_t i0 = 0; i0 < NV; i0 += DC) {
     fbatch a[HC][DC];
