@@ -1,11 +1,13 @@
 #pragma once
 /// \file detail/attend_kernel.hpp
 /// Exact attention of a group of g query heads over n K/V rows, with an online softmax over
-/// blocks of `attend_block` rows (FlashAttention-style running max and sum, so K and V are each
-/// read once). The rows are either contiguous (dense baseline) or gathered through an index
+/// blocks of rows (FlashAttention-style running max and sum, so K and V are each read once;
+/// 16 rows in the AVX-512 kernel, `lanes` in the other SIMD kernel, `attend_block` in the
+/// generic loop). The rows are either contiguous (dense baseline) or gathered through an index
 /// list (SparQ stage 2); each row is read once per group, not once per head.
 ///
-/// Reads: n rows of K and n rows of V. Writes: acc [g][d], m [g], z [g]. Scratch: p [g][block].
+/// Reads: n rows of K and n rows of V. Writes: acc [g][d], m [g], z [g]. Scratch: p
+/// [g][attend_block] floats.
 /// Allocates: never. Accumulates in fp32. The block size is a constant, so the summation order
 /// (and hence the result) never depends on the thread count.
 ///
@@ -154,6 +156,7 @@ void attend_online(const float* q, std::size_t g, std::size_t d, float scale, co
     return;
   }
 #elif SPARQ_SIMD
+  static_assert(lanes + 1 <= attend_block, "attend_online_lanes needs g * (lanes + 1) floats of p");
   if constexpr (D != 0 && D % lanes == 0) {
     (void)d;
     attend_online_lanes<D, T>(q, g, scale, k, v, pos, n, st, p, traffic);

@@ -96,8 +96,8 @@ struct row_block {
 /// (1: each row its own page). A hint every 4096 / (D * sizeof(T)) rows skipped pages there
 /// (S = 64k, f16, 2 threads, in-process A/B: K|V interleaved 13.0-13.5 -> 10.5-11.6 ms,
 /// token-major with 8 heads 15.8-17.0 -> 13.2-13.6 ms; back-to-back rows unchanged).
-/// Paged rows: at most one hint per token page (a page's first row, as the hint distance and
-/// the blocks are multiples of 16 and pages are 2^page_bits tokens).
+/// Paged rows: the step is at most a token page, so hints land on pages' first rows when
+/// blocks start at multiples of 16 and pages are 2^page_bits tokens (fill_rows).
 struct hint_steps {
   std::size_t k, v;
 };
@@ -162,10 +162,20 @@ inline void fill_rows(row_block<T, B, Ahead>& b, const KRows& k, const VRows& v,
     // the hint (and its TLB walk) does (measured with the AVX-512 kernel at S = 64k, 2
     // threads: ~53% -> ~73% of the benchmarks' read roof of the time, which lacked such a
     // hint).
+    // Blocks of 16 rows (AVX-512) hint their first row and every hs-th after it: one hint
+    // per block when hs >= 16, so two per 4 KiB for rows under 256 bytes. Smaller blocks hint
+    // only the rows CF ahead whose index is a multiple of hs, one per hs rows (a hint on
+    // every 8- or 4-row block would be up to 8 per page).
     constexpr std::size_t CF = contiguous_hint_rows(row_bytes);
     if (b0 + CF + B <= n) {
-      for (std::size_t j = 0; j < B; j += hs.k) prefetch(k.row(pos(b0 + CF + j)));
-      for (std::size_t j = 0; j < B; j += hs.v) prefetch(v.row(pos(b0 + CF + j)));
+      if constexpr (B >= 16) {
+        for (std::size_t j = 0; j < B; j += hs.k) prefetch(k.row(pos(b0 + CF + j)));
+        for (std::size_t j = 0; j < B; j += hs.v) prefetch(v.row(pos(b0 + CF + j)));
+      } else {
+        const std::size_t a = b0 + CF;
+        for (std::size_t j = (hs.k - a % hs.k) % hs.k; j < B; j += hs.k) prefetch(k.row(pos(a + j)));
+        for (std::size_t j = (hs.v - a % hs.v) % hs.v; j < B; j += hs.v) prefetch(v.row(pos(a + j)));
+      }
     }
   } else {
     constexpr std::size_t PF = gathered_prefetch_rows;

@@ -32,12 +32,15 @@
 
 /// Fully unrolls the loop that follows: the kernels' loops over small register arrays (heads
 /// x vectors of a row) have compile-time trip counts, but GCC 12 at -O2 leaves them rolled
-/// and keeps the arrays on the stack (the AVX-512 attention kernel ran 3.6x slower at -O2
-/// than at -O3 without this; at -O3 GCC unrolls them anyway).
+/// and keeps the arrays on the stack (the AVX-512 attention kernel ran ~3x slower at -O2 than
+/// at -O3 without this). The AVX-512 kernel carries only marks that leave GCC 12's -O3 code
+/// unchanged (f03c4c3). Define SPARQ_UNROLL (empty, say) before including sparq to override.
+#if !defined(SPARQ_UNROLL)
 #if defined(__GNUC__)
 #define SPARQ_UNROLL _Pragma("GCC unroll 32")
 #else
 #define SPARQ_UNROLL
+#endif
 #endif
 
 namespace sparq::detail {
@@ -153,8 +156,10 @@ inline constexpr std::size_t lanes = 1;
 /// the calls to it when they are not inlined early: sparq-bench's SparQ pattern read lost its
 /// gathered-row prefetch that way (a lambda holding only prefetches), and a helper holding
 /// stage 2's did too (its gathered attention ran 2.5x slower per row in a throwaway
-/// single-thread A/B, 2026-11-25). The asm's memory operand only names the address: nothing is
-/// loaded, and a prefetch never faults.
+/// single-thread A/B, 2026-11-25). The asm's memory operand names the address; the compiler
+/// treats it as a one-byte read, nothing is loaded, and a prefetch never faults, also past the
+/// end of a buffer (the idiom of the Linux kernel's prefetch; inline-asm operands are not
+/// instrumented by the sanitizers). Clang 14 rejects the "p" / %a0 address-only form.
 inline void prefetch(const void* p) noexcept {
 #if defined(__GNUC__) && defined(__x86_64__)
   asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
