@@ -189,7 +189,8 @@ inline std::uint32_t block_max_threshold(const float* x, std::size_t n, std::siz
     __m512i mk = _mm512_setzero_si512();
     for (std::size_t v = 0, p = p0; v < V && p < n; ++v, p += 16) {
       if (p + 16 <= n) {
-        mk = _mm512_max_epu32(mk, order_key16(_mm512_loadu_ps(x + p)));
+        mk = _mm512_maskz_max_epu32(static_cast<__mmask16>(0xffff), mk,
+                                    order_key16(_mm512_loadu_ps(x + p)));
       } else {  // lanes past n keep their maximum (a missing value is key 0, the lowest)
         const __mmask16 t = static_cast<__mmask16>((1u << (n - p)) - 1u);
         mk = _mm512_mask_max_epu32(mk, t, mk, order_key16(_mm512_maskz_loadu_ps(t, x + p)));
