@@ -4,7 +4,9 @@
 // special-valued inputs of sizes around every SIMD width, with misaligned scratch. The exact
 // block-max prefilter batch_step uses on whole items (block_max_threshold, collect_key_at_least,
 // keep_best) must pick the same indices as the oracle for every block size, its threshold
-// must never exceed the want-th largest key, and it must let few values through.
+// must never exceed the want-th largest key, and it must let few values through. Each SIMD
+// tier's vector loops (histogram, block maxima, collect) must match the scalar key
+// definitions element by element, NaNs, signed zeros and tails included.
 
 #include "test_util.hpp"
 
@@ -138,6 +140,75 @@ TEST(top_k, does_not_write_past_n_outputs) {
   EXPECT_EQ(out[0], 3u);
   EXPECT_EQ(out[1], 4u);
   for (std::size_t i = x.size(); i < out.size(); ++i) EXPECT_EQ(out[i], 0xdeadbeefu);
+}
+
+// Values that stress the key transform: NaNs of both signs and payloads, signed zeros,
+// infinities, subnormals, the float extremes, exact ties and plain normals.
+std::vector<float> key_stress_values(std::size_t n, std::uint32_t seed) {
+  const float special[] = {std::numeric_limits<float>::quiet_NaN(),
+                           -std::numeric_limits<float>::quiet_NaN(),
+                           sparq::detail::bits_float(0x7f800001u),  // signalling-NaN bits
+                           sparq::detail::bits_float(0xffffffffu),
+                           0.0f, -0.0f,
+                           std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::denorm_min(),
+                           -std::numeric_limits<float>::denorm_min(),
+                           std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+                           1.0f, -1.0f};
+  sparq_test::rng r(seed);
+  std::vector<float> x(n);
+  for (float& v : x) {
+    const std::size_t c = r.index(4);
+    v = c == 0 ? special[r.index(sizeof special / sizeof special[0])]
+        : c == 1 ? static_cast<float>(r.index(3)) - 1.0f
+                 : r.normal();
+  }
+  return x;
+}
+
+// Each SIMD tier's vector loops in the key pipeline (AVX-512 intrinsics, or xsimd int32
+// batches on AVX2 / SSE2 / NEON) against the scalar definitions, element by element: the
+// bucket counts, each block's lane maxima, and the indices reaching a key, at every length
+// and start around the vector widths (tails included).
+TEST(top_k_kernels, vector_loops_match_the_scalar_key_definitions) {
+  using namespace sparq::detail;
+  for (std::size_t n : {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 47, 64, 65, 100, 1000}) {
+    const std::vector<float> x = key_stress_values(n, static_cast<std::uint32_t>(40 + n));
+    // histogram_keys: the two copies together = one count per bucket_of.
+    std::vector<std::uint32_t> h1(topk_buckets, 0), h2(topk_buckets, 0), want(topk_buckets, 0);
+    histogram_keys(x.data(), n, h1.data(), h2.data());
+    for (float v : x) ++want[bucket_of(v)];
+    for (std::size_t b = 0; b < topk_buckets; ++b)
+      ASSERT_EQ(h1[b] + h2[b], want[b]) << "n=" << n << " bucket " << b;
+    // block_max_threshold: maxima of lane l of V consecutive 16-value vectors (0 past n).
+    for (std::size_t V : {1, 2, 3}) {
+      const std::size_t nb = (n + 16 * V - 1) / (16 * V) * 16;
+      if (n == 0) continue;
+      std::vector<std::uint32_t> got(nb + 1, 0xdeadbeefu), ref(nb, 0);
+      block_max_threshold(x.data(), n, 1, V, got.data());
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t blk = i / (16 * V), lane = i % 16;
+        ref[blk * 16 + lane] = std::max(ref[blk * 16 + lane], order_key(x[i]));
+      }
+      for (std::size_t i = 0; i < nb; ++i)
+        ASSERT_EQ(got[i], ref[i]) << "n=" << n << " V=" << V << " maximum " << i;
+      EXPECT_EQ(got[nb], 0xdeadbeefu) << "wrote past the maxima";
+    }
+    // collect_key_at_least from several starts, for keys of the values themselves and the ends.
+    std::vector<std::uint32_t> los = {0u, 1u, 0x80000000u, 0xffffffffu};
+    for (std::size_t i = 0; i < n; i += 7) los.push_back(order_key(x[i]));
+    for (std::size_t s0 : {std::size_t{0}, std::size_t{1}, std::size_t{5}}) {
+      if (s0 > n) continue;
+      for (std::uint32_t lo : los) {
+        std::vector<std::uint32_t> got(n - s0 + 1, 0xdeadbeefu), ref;
+        got.resize(sparq::detail::collect_key_at_least(x.data(), s0, n, lo, got.data()));
+        for (std::size_t i = s0; i < n; ++i)
+          if (order_key(x[i]) >= lo) ref.push_back(static_cast<std::uint32_t>(i));
+        ASSERT_EQ(got, ref) << "n=" << n << " s0=" << s0 << " lo=" << lo;
+      }
+    }
+  }
 }
 
 // The prefilter pipeline batch_step::select_whole runs: threshold, collect, keep_best.

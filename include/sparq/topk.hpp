@@ -11,6 +11,9 @@
 /// block maximum bounds the k-th largest value from below (block_max_threshold), so only the
 /// values reaching it (~1.2x k for independent values at k = n/16) are listed and ranked.
 /// NaN ranks below -inf (a NaN is never preferred to a number).
+/// SIMD: the key, histogram, block-maximum and collect loops run 16 lanes at a time with
+/// AVX-512 intrinsics, or a vector at a time on xsimd int32 batches (AVX2, SSE2, NEON);
+/// the scalar loops define what they compute.
 ///
 /// Reads: x once or twice. Allocates: never (scratch from `top_k_scratch_bytes`).
 
@@ -18,7 +21,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
+#include "detail/simd.hpp"
 #include "dtype.hpp"
 
 #if defined(__AVX512F__) && !defined(SPARQ_NO_SIMD)
@@ -69,6 +74,28 @@ inline __m512i order_key16(__m512 v) noexcept {
 #define SPARQ_TOPK_AVX512 0
 #endif
 
+#if SPARQ_SIMD && !SPARQ_TOPK_AVX512
+// The other SIMD tiers (AVX2, SSE2, NEON) through xsimd's int32 batches: a signed key,
+// order_key ^ 0x80000000, so that signed compares and maxima (which every tier has) order
+// the keys as order_key does.
+#define SPARQ_TOPK_LANES 1
+using kbatch = xsimd::batch<std::int32_t, arch>;
+static_assert(kbatch::size == lanes, "int32 and float batches of one width");
+inline constexpr std::int32_t key_bias = std::numeric_limits<std::int32_t>::min();
+
+/// order_key of `lanes` floats, minus 2^31 (as int32): x >= 0 keeps its bits, x < 0 flips
+/// all but the sign, -0 -> 0 (the key of +0), NaN -> INT32_MIN (key 0, below everything).
+inline kbatch signed_key(const fbatch& v) noexcept {
+  const kbatch u = xsimd::bitwise_cast<kbatch>(v);
+  const kbatch mag = u & kbatch(0x7fffffff);
+  const kbatch s = u ^ ((u >> 31) & kbatch(0x7fffffff));
+  return xsimd::select(mag > kbatch(0x7f800000), kbatch(key_bias),
+                       xsimd::select(u == kbatch(key_bias), kbatch(0), s));
+}
+#else
+#define SPARQ_TOPK_LANES 0
+#endif
+
 /// The highest bucket b whose count, added to the counts of every bucket above it, reaches
 /// `need` (h1[b] + h2[b] per bucket; h2 may be null); *above = the count above b. (If all
 /// the buckets together hold fewer than need values: bucket 0.)
@@ -115,6 +142,17 @@ inline void histogram_keys(const float* x, std::size_t n, std::uint32_t* hist,
       ++hist2[kb[j + 1]];
     }
   }
+#elif SPARQ_TOPK_LANES
+  // bucket = order_key >> topk_shift = (signed key >> topk_shift) + half the buckets
+  alignas(64) std::int32_t kb[lanes];
+  const kbatch half(static_cast<std::int32_t>(topk_buckets / 2));
+  for (; i + lanes <= n; i += lanes) {
+    ((signed_key(fbatch::load_unaligned(x + i)) >> topk_shift) + half).store_aligned(kb);
+    for (std::size_t j = 0; j < lanes; j += 2) {
+      ++hist[kb[j]];
+      ++hist2[kb[j + 1]];
+    }
+  }
 #endif
   for (; i + 2 <= n; i += 2) {
     ++hist[bucket_of(x[i])];
@@ -125,8 +163,8 @@ inline void histogram_keys(const float* x, std::size_t n, std::uint32_t* hist,
 
 /// Writes every i in [s0, s1) with order_key(x[i]) >= lo to out, ascending; returns the
 /// count. out must hold s1 - s0 entries: past the count they may be overwritten (the
-/// branch-free scalar loop stores every index). (AVX-512: compare and compress-store 16
-/// indices at a time.)
+/// branch-free loops store every index). (AVX-512: compare and compress-store 16 indices at
+/// a time; AVX2, SSE2, NEON: compare a vector at a time.)
 inline std::size_t collect_key_at_least(const float* x, std::size_t s0, std::size_t s1,
                                         std::uint32_t lo, std::uint32_t* out) noexcept {
   std::size_t m = 0, i = s0;
@@ -147,6 +185,31 @@ inline std::size_t collect_key_at_least(const float* x, std::size_t s0, std::siz
         _mm512_mask_cmpge_epu32_mask(t, order_key16(_mm512_maskz_loadu_ps(t, x + i)), lov);
     _mm512_mask_compressstoreu_epi32(out + m, k, idx);
     m += static_cast<std::size_t>(__builtin_popcount(k));
+  }
+#elif SPARQ_TOPK_LANES
+  // The compare by vector, then the scalar loop's branch-free stores; the tail on a padded
+  // copy, of which only the first s1 - i lanes are stored.
+  const kbatch lov(static_cast<std::int32_t>(lo ^ 0x80000000u));
+  alignas(64) std::int32_t pass[lanes];
+  for (; i + lanes <= s1; i += lanes) {
+    const auto ge = signed_key(fbatch::load_unaligned(x + i)) >= lov;
+    if (!xsimd::any(ge)) continue;
+    xsimd::select(ge, kbatch(1), kbatch(0)).store_aligned(pass);
+    for (std::size_t j = 0; j < lanes; ++j) {
+      out[m] = static_cast<std::uint32_t>(i + j);
+      m += static_cast<std::size_t>(pass[j]);
+    }
+  }
+  if (i < s1) {
+    alignas(64) float pad[lanes] = {};
+    const std::size_t w = s1 - i;
+    for (std::size_t t = 0; t < w && t < lanes; ++t) pad[t] = x[i + t];
+    xsimd::select(signed_key(fbatch::load_aligned(pad)) >= lov, kbatch(1), kbatch(0))
+        .store_aligned(pass);
+    for (std::size_t j = 0; j < w && j < lanes; ++j) {
+      out[m] = static_cast<std::uint32_t>(i + j);
+      m += static_cast<std::size_t>(pass[j]);
+    }
   }
 #else
   for (; i < s1; ++i) {
@@ -197,6 +260,28 @@ inline std::uint32_t block_max_threshold(const float* x, std::size_t n, std::siz
       }
     }
     _mm512_storeu_si512(reinterpret_cast<__m512i*>(maxkeys + nb), mk);
+#elif SPARQ_TOPK_LANES
+    // Lane l of a block is lane l % lanes of its vector l / lanes of each 16 values.
+    constexpr std::size_t nv = 16 / lanes;
+    kbatch mk[nv];
+    for (std::size_t c = 0; c < nv; ++c) mk[c] = kbatch(key_bias);
+    for (std::size_t v = 0, p = p0; v < V && p < n; ++v, p += 16) {
+      alignas(64) float pad[16];
+      const float* src = x + p;
+      if (p + 16 > n) {  // NaN (key 0, the lowest) past n: those lanes keep their maximum
+        for (std::size_t t = 0; t < 16; ++t)
+          pad[t] = p + t < n ? x[p + t] : std::numeric_limits<float>::quiet_NaN();
+        src = pad;
+      }
+      for (std::size_t c = 0; c < nv; ++c)
+        mk[c] = xsimd::max(mk[c], signed_key(fbatch::load_unaligned(src + c * lanes)));
+    }
+    for (std::size_t c = 0; c < nv; ++c) {
+      alignas(64) std::int32_t t[lanes];
+      mk[c].store_aligned(t);
+      for (std::size_t j = 0; j < lanes; ++j)
+        maxkeys[nb + c * lanes + j] = static_cast<std::uint32_t>(t[j]) ^ 0x80000000u;
+    }
 #else
     for (std::size_t lane = 0; lane < 16; ++lane) {
       std::uint32_t mk = 0;
