@@ -1,5 +1,6 @@
 // Tests for argument checking at the API boundary (config::validate, checked_step,
-// checked_dense_step): every bad argument throws sparq::error whose message names it, and
+// checked_dense_step, and the sizes the caches, batch_step and the workspace planners accept):
+// every bad argument throws sparq::error whose message names it, and
 // valid edge cases (rank = d, local = top_k, k >= S without Kt, a workspace of exactly the
 // planned size at any alignment) are accepted and compute the right thing.
 
@@ -215,6 +216,53 @@ TEST(validation, exactly_planned_workspace_works_at_every_alignment) {
       EXPECT_LT(rel_l2(out.data(), want), 2e-5);
     }
   }
+}
+
+// Sizes a 64-bit size_t cannot hold, or positions past 32 bits (a step's indices), are
+// rejected with the argument's name before anything is allocated or written; the noexcept
+// workspace planners saturate at SIZE_MAX instead of wrapping, so the workspace checks fail.
+TEST(validation, sizes_past_size_t_or_32_bit_positions_are_rejected) {
+  const std::size_t big = std::size_t{1} << 62, smax = std::numeric_limits<std::size_t>::max();
+  const std::size_t past = sparq::max_positions + 1;
+  EXPECT_EQ(sparq::max_positions, 0xffffffffu);
+  // kv_cache: capacity past 32-bit positions; an element count past size_t.
+  EXPECT_SPARQ_ERROR(sparq::kv_cache<float>(1, 1, big, 4), "capacity");
+  EXPECT_SPARQ_ERROR(sparq::kv_cache<float>(1, 1, past, 4), "max_positions");
+  EXPECT_SPARQ_ERROR(sparq::kv_cache<float>(big, big, 16, 4), "overflows size_t");
+  EXPECT_SPARQ_ERROR(sparq::kv_cache<sparq::f16>(1, 1, 16, big), "overflows size_t");
+  // paged_kv_cache: a pool past size_t; an append whose count wrapped (a negative int).
+  EXPECT_SPARQ_ERROR(sparq::paged_kv_cache<float>(1, big, 16, 16, 4), "overflows size_t");
+  sparq::paged_kv_cache<float> pool(1, 1, 4, 16, 4);
+  const std::vector<float> kv(4, 1.0f);
+  EXPECT_SPARQ_ERROR(pool.append(0, smax, kv.data(), kv.data()), "max_positions");
+  EXPECT_SPARQ_ERROR(pool.append(0, past, kv.data(), kv.data()), "max_positions");
+  EXPECT_EQ(pool.length(0), 0u);
+  EXPECT_EQ(pool.free_pages(), 4u);
+  EXPECT_NO_THROW(pool.append(0, 1, kv.data(), kv.data()));
+  EXPECT_EQ(pool.length(0), 1u);
+  // The planners: monotone up to where the sizes fit, then SIZE_MAX (never a small wrap).
+  const sparq::config cfg;
+  EXPECT_LT(sparq::step_workspace_bytes(4, std::size_t{1} << 40, 128, cfg), smax);
+  for (std::size_t S : {std::size_t{1} << 60, std::size_t{1} << 62, smax})
+    EXPECT_EQ(sparq::step_workspace_bytes(4, S, 128, cfg), smax) << "S = " << S;
+  EXPECT_EQ(sparq::step_workspace_bytes(big, 1024, 128, cfg), smax);
+  EXPECT_EQ(sparq::dense_workspace_bytes(big, 128), smax);
+  EXPECT_EQ(sparq::top_k_scratch_bytes(smax / 4), smax);
+  // checked_step: a view longer than 32-bit positions is named before anything is read.
+  setup s;
+  auto kv_long = s.head.view();
+  kv_long.k.length = kv_long.v.length = kv_long.kt.length = past;
+  EXPECT_SPARQ_ERROR(s.run(kv_long), "max_positions");
+  // A zero group is named even when q is empty (null).
+  EXPECT_SPARQ_ERROR(sparq::checked_step<float>(nullptr, 0, s.head.view(), s.cfg, s.workspace(), s.out.data()),
+                     "group = 0");
+  // batch_step: every size named; max_threads = 0 is an error, not one thread.
+  sparq::config c = valid_config();
+  EXPECT_SPARQ_ERROR(sparq::batch_step<float>(1, 1, 1, 64, 16, c, 0), "max_threads = 0");
+  EXPECT_SPARQ_ERROR(sparq::batch_step<float>(1, 1, 1, past, 16, c, 1), "max_positions");
+  EXPECT_SPARQ_ERROR(sparq::batch_step<float>(big, big, 1, 64, 16, c, 1), "overflows size_t");
+  EXPECT_GE(sparq::batch_step<float>(1, 1, big, 64, 16, c, 1).workspace_bytes(), smax);
+  EXPECT_NO_THROW(sparq::batch_step<float>(1, 1, 1, 64, 16, c, 1));
 }
 
 TEST(validation, checked_dense_step_names_bad_arguments) {

@@ -9,6 +9,10 @@
 
 namespace sparq {
 
+/// The most positions a sequence may hold: a step keeps positions as 32-bit indices. The
+/// caches, batch_step and checked_step reject longer ones with sparq::error.
+inline constexpr std::size_t max_positions = 0xffffffffu;
+
 struct config {
   std::size_t rank = 16;    ///< r: query components used for approximate scores, 1 <= r <= d
   std::size_t top_k = 128;  ///< k: positions gathered for exact attention, k >= 1

@@ -26,7 +26,9 @@
 #include <vector>
 
 #include "aligned_allocator.hpp"
+#include "config.hpp"
 #include "counting_allocator.hpp"
+#include "detail/size_math.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
 #include "traffic.hpp"
@@ -66,18 +68,16 @@ class kv_cache {
   using float_alloc = typename std::allocator_traits<Alloc>::template rebind_alloc<float>;
 
  public:
-  /// Throws sparq::error if any size is zero.
+  /// Throws sparq::error if any size is zero, capacity exceeds max_positions, or the arrays'
+  /// sizes overflow size_t.
   kv_cache(std::size_t batch, std::size_t kv_heads, std::size_t capacity, std::size_t head_dim,
            bool keep_kt = true, const Alloc& alloc = Alloc())
-      : batch_(batch), heads_(kv_heads), cap_(capacity), d_(head_dim), keep_kt_(keep_kt),
+      : batch_(checked_sizes(batch, kv_heads, capacity, head_dim)), heads_(kv_heads),
+        cap_(capacity), d_(head_dim), keep_kt_(keep_kt),
         alloc_(alloc), k_(allocator_for_arena<T>(alloc, arena::k)),
         kt_(allocator_for_arena<T>(alloc, arena::kt)), v_(allocator_for_arena<T>(alloc, arena::v)),
         v_mean_(allocator_for_arena<float>(alloc, arena::v_mean)), len_(batch, 0) {
-    if (batch == 0) detail::fail("kv_cache: batch = 0; allowed: >= 1");
-    if (kv_heads == 0) detail::fail("kv_cache: kv_heads = 0; allowed: >= 1");
-    if (capacity == 0) detail::fail("kv_cache: capacity = 0; allowed: >= 1");
-    if (head_dim == 0) detail::fail("kv_cache: head_dim = 0; allowed: >= 1");
-    const std::size_t n = batch * kv_heads * capacity * head_dim;
+    const std::size_t n = batch * kv_heads * capacity * head_dim;  // checked_sizes: it fits
     k_.resize(n);
     v_.resize(n);
     if (keep_kt) kt_.resize(n);
@@ -171,6 +171,20 @@ class kv_cache {
     check_seq(seq, "view");
     if (h >= heads_)
       detail::fail("kv_cache: kv head = ", h, "; allowed: 0 <= head < kv_heads (", heads_, ")");
+  }
+
+  // Runs in the first member's initializer, before any member allocates; returns batch.
+  static std::size_t checked_sizes(std::size_t batch, std::size_t kv_heads, std::size_t capacity,
+                                   std::size_t head_dim) {
+    if (batch == 0) detail::fail("kv_cache: batch = 0; allowed: >= 1");
+    if (kv_heads == 0) detail::fail("kv_cache: kv_heads = 0; allowed: >= 1");
+    if (capacity == 0 || capacity > max_positions)
+      detail::fail("kv_cache: capacity = ", capacity, "; allowed: 1..", max_positions,
+                   " (max_positions: positions are 32-bit)");
+    if (head_dim == 0) detail::fail("kv_cache: head_dim = 0; allowed: >= 1");
+    detail::checked_product("kv_cache: batch x kv_heads x capacity x head_dim x sizeof(T)", batch,
+                            kv_heads, capacity, head_dim, sizeof(T));
+    return batch;
   }
 
   std::size_t batch_, heads_, cap_, d_;

@@ -23,7 +23,9 @@
 #include <vector>
 
 #include "aligned_allocator.hpp"
+#include "config.hpp"
 #include "counting_allocator.hpp"
+#include "detail/size_math.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
 #include "kv_cache.hpp"
@@ -40,22 +42,19 @@ class paged_kv_cache {
   using float_alloc = typename std::allocator_traits<Alloc>::template rebind_alloc<float>;
 
  public:
-  /// page_size: a power of two. Throws sparq::error if a size is zero or out of range.
+  /// page_size: a power of two. Throws sparq::error if a size is zero or out of range, or the
+  /// pool's size overflows size_t.
   paged_kv_cache(std::size_t max_sequences, std::size_t kv_heads, std::size_t num_pages,
                  std::size_t page_size, std::size_t head_dim, bool keep_kt = true,
                  const Alloc& alloc = Alloc())
-      : nseq_(max_sequences), heads_(kv_heads), npages_(num_pages), P_(page_size),
+      : nseq_(checked_sizes(max_sequences, kv_heads, num_pages, page_size, head_dim)),
+        heads_(kv_heads), npages_(num_pages), P_(page_size),
         d_(head_dim), keep_kt_(keep_kt), k_(allocator_for_arena<T>(alloc, arena::k)),
         kt_(allocator_for_arena<T>(alloc, arena::kt)), v_(allocator_for_arena<T>(alloc, arena::v)),
         v_mean_(allocator_for_arena<float>(alloc, arena::v_mean)), len_(max_sequences, 0),
         pages_(max_sequences) {
-    if (max_sequences == 0) detail::fail("paged_kv_cache: max_sequences = 0; allowed: >= 1");
-    if (kv_heads == 0) detail::fail("paged_kv_cache: kv_heads = 0; allowed: >= 1");
-    if (num_pages == 0 || num_pages > 0x7fffffffu)
-      detail::fail("paged_kv_cache: num_pages = ", num_pages, "; allowed: 1..2^31-1");
-    if (head_dim == 0) detail::fail("paged_kv_cache: head_dim = 0; allowed: >= 1");
     bits_ = detail::page_bits_of(page_size, "paged_kv_cache: page_size");
-    const std::size_t n = num_pages * kv_heads * page_size * head_dim;
+    const std::size_t n = num_pages * kv_heads * page_size * head_dim;  // checked_sizes: fits
     k_.resize(n);
     v_.resize(n);
     if (keep_kt) kt_.resize(n);
@@ -87,12 +86,17 @@ class paged_kv_cache {
 
   /// Appends n tokens to sequence seq: k, v are [n][kv_heads][d] fp32 (k after RoPE), the same
   /// contract as kv_cache::append. Takes pages from the free list as needed; throws (before
-  /// writing anything) if the pool has too few free pages.
+  /// writing anything) if the pool has too few free pages or the sequence would pass
+  /// max_positions.
   template <class Traffic = no_traffic>
   void append(std::size_t seq, std::size_t n, const float* k, const float* v,
               Traffic&& traffic = Traffic{}) {
     check_seq(seq, "append");
     if (k == nullptr || v == nullptr) detail::fail("paged_kv_cache::append: k or v is null");
+    if (n > max_positions - len_[seq])
+      detail::fail("paged_kv_cache::append: sequence ", seq, " holds ", len_[seq],
+                   " positions; appending ", n, " would pass max_positions (", max_positions,
+                   ": positions are 32-bit)");
     const std::size_t have = pages_[seq].size() * P_;
     const std::size_t need = len_[seq] + n > have ? (len_[seq] + n - have + P_ - 1) >> bits_ : 0;
     if (need > free_.size())
@@ -198,6 +202,24 @@ class paged_kv_cache {
     if (h >= heads_)
       detail::fail("paged_kv_cache: kv head = ", h, "; allowed: 0 <= head < kv_heads (", heads_,
                    ")");
+  }
+
+  // Runs in the first member's initializer, before any member allocates; returns
+  // max_sequences.
+  static std::size_t checked_sizes(std::size_t max_sequences, std::size_t kv_heads,
+                                   std::size_t num_pages, std::size_t page_size,
+                                   std::size_t head_dim) {
+    if (max_sequences == 0) detail::fail("paged_kv_cache: max_sequences = 0; allowed: >= 1");
+    if (kv_heads == 0) detail::fail("paged_kv_cache: kv_heads = 0; allowed: >= 1");
+    if (num_pages == 0 || num_pages > 0x7fffffffu)
+      detail::fail("paged_kv_cache: num_pages = ", num_pages, "; allowed: 1..2^31-1");
+    if (head_dim == 0) detail::fail("paged_kv_cache: head_dim = 0; allowed: >= 1");
+    detail::page_bits_of(page_size, "paged_kv_cache: page_size");
+    detail::checked_product("paged_kv_cache: num_pages x kv_heads x page_size x head_dim x sizeof(T)",
+                            num_pages, kv_heads, page_size, head_dim, sizeof(T));
+    detail::checked_product("paged_kv_cache: max_sequences x kv_heads x head_dim (v_mean)",
+                            max_sequences, kv_heads, head_dim, sizeof(float));
+    return max_sequences;
   }
 
   std::size_t nseq_, heads_, npages_, P_, d_;

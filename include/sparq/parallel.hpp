@@ -68,6 +68,7 @@
 #include "config.hpp"
 #include "detail/attend_kernel.hpp"
 #include "detail/simd.hpp"
+#include "detail/size_math.hpp"
 #include "error.hpp"
 #include "kv_cache.hpp"
 #include "paged_kv_cache.hpp"
@@ -224,13 +225,12 @@ class batch_step {
   batch_step(std::size_t batch, std::size_t kv_heads, std::size_t group, std::size_t capacity,
              std::size_t head_dim, const config& cfg, std::size_t max_threads,
              batch_mode mode = batch_mode::sparq)
-      : B_(batch), H_(kv_heads), g_(group), cap_(capacity), d_(head_dim), cfg_(cfg),
-        max_threads_(max_threads == 0 ? 1 : max_threads), mode_(mode),
+      : B_(checked_sizes(batch, kv_heads, group, capacity, head_dim, max_threads)), H_(kv_heads),
+        g_(group), cap_(capacity), d_(head_dim), cfg_(cfg), max_threads_(max_threads), mode_(mode),
         views_(batch * kv_heads), len_(batch * kv_heads, 0), useq_(batch + 1, 0),
         k_(batch * kv_heads, cfg.top_k),
         l_(batch * kv_heads, cfg.local),
         dense_(batch * kv_heads, mode == batch_mode::dense ? 1 : 0) {
-    check_sizes();
     cfg_.validate(head_dim);
     const bool any_sparq = mode_ == batch_mode::sparq, any_dense = mode_ == batch_mode::dense;
     plan(any_sparq, any_dense, any_sparq ? std::min(cfg_.top_k, cap_) : 0);
@@ -243,12 +243,12 @@ class batch_step {
   /// Throws sparq::error on bad sizes or an invalid policy (policy.validate).
   batch_step(std::size_t batch, std::size_t kv_heads, std::size_t group, std::size_t capacity,
              std::size_t head_dim, const decode_policy& policy, std::size_t max_threads)
-      : B_(batch), H_(kv_heads), g_(group), cap_(capacity), d_(head_dim),
-        max_threads_(max_threads == 0 ? 1 : max_threads), mode_(batch_mode::sparq),
+      : B_(checked_sizes(batch, kv_heads, group, capacity, head_dim, max_threads)), H_(kv_heads),
+        g_(group), cap_(capacity), d_(head_dim), max_threads_(max_threads),
+        mode_(batch_mode::sparq),
         policy_(policy), has_policy_(true), views_(batch * kv_heads), len_(batch * kv_heads, 0),
         useq_(batch + 1, 0),
         k_(batch * kv_heads, 0), l_(batch * kv_heads, 0), dense_(batch * kv_heads, 0) {
-    check_sizes();
     policy_.validate(head_dim);
     // resolve(S) is non-decreasing in S (round, then clamps), so the longest SparQ
     // sequence has the most gathered positions; any length below dense_below is dense.
@@ -269,12 +269,21 @@ class batch_step {
   std::size_t sequence_local(std::size_t b) const noexcept { return l_[b * H_]; }
 
  private:
-  void check_sizes() const {
-    if (B_ == 0) detail::fail("batch_step: batch = 0; allowed: >= 1");
-    if (H_ == 0) detail::fail("batch_step: kv_heads = 0; allowed: >= 1");
-    if (g_ == 0) detail::fail("batch_step: group = 0; allowed: >= 1");
-    if (cap_ == 0) detail::fail("batch_step: capacity = 0; allowed: >= 1");
-    if (d_ == 0) detail::fail("batch_step: head_dim = 0; allowed: >= 1");
+  // Runs in the first member's initializer, before any member allocates; returns batch.
+  static std::size_t checked_sizes(std::size_t batch, std::size_t kv_heads, std::size_t group,
+                                   std::size_t capacity, std::size_t head_dim,
+                                   std::size_t max_threads) {
+    if (batch == 0) detail::fail("batch_step: batch = 0; allowed: >= 1");
+    if (kv_heads == 0) detail::fail("batch_step: kv_heads = 0; allowed: >= 1");
+    if (group == 0) detail::fail("batch_step: group = 0; allowed: >= 1");
+    if (capacity == 0 || capacity > max_positions)
+      detail::fail("batch_step: capacity = ", capacity, "; allowed: 1..", max_positions,
+                   " (max_positions: positions are 32-bit)");
+    if (head_dim == 0) detail::fail("batch_step: head_dim = 0; allowed: >= 1");
+    if (max_threads == 0) detail::fail("batch_step: max_threads = 0; allowed: >= 1");
+    detail::checked_product("batch_step: batch x kv_heads x sizeof(kv_head_view)", batch,
+                            kv_heads, sizeof(View));
+    return batch;
   }
 
   // Lays out one slot. any_sparq: some item may run SparQ (needs the selection scratch);
@@ -287,24 +296,26 @@ class batch_step {
     const std::size_t nb_sparq = (max_npos + parallel_attend_block - 1) / parallel_attend_block;
     nb_ = std::max(any_dense ? nc_ : 0, any_sparq ? nb_sparq : 0);
     ld_ = detail::align_up(cap_, 16);
-    const std::size_t g = g_, d = d_, r = cfg_.rank;
+    // Sizes saturate at SIZE_MAX (absurd sizes then ask for more than any workspace).
+    using detail::sat_mul;
+    const std::size_t g = g_, d = d_, r = cfg_.rank, g4 = sat_mul(g_, 4);
     std::size_t at = 0;
     auto take = [&](std::size_t n) {
       const std::size_t o = at;
-      at += detail::align_up(n, 64);
+      at = detail::sat_add(at, detail::sat_align(n, 64));
       return o;
     };
     if (any_sparq) {
-      o_.a = take(d * 4);
-      o_.order = take(d * 4);
-      o_.i1 = take(r * 4);
-      o_.qs = take(g * r * 4);
+      o_.a = take(sat_mul(d, 4));
+      o_.order = take(sat_mul(d, 4));
+      o_.i1 = take(sat_mul(r, 4));
+      o_.qs = take(sat_mul(g4, r));
       o_.topk = take(top_k_scratch_bytes(d));
-      o_.e = take(g * ld_ * 4);
+      o_.e = take(sat_mul(g4, ld_));
       o_.sel = take(ld_ * 4);
-      o_.cm = take(nc_ * g * 4);
-      o_.cz = take(nc_ * g * 4);
-      o_.cf = take(nc_ * g * 4);
+      o_.cm = take(sat_mul(nc_, g4));
+      o_.cz = take(sat_mul(nc_, g4));
+      o_.cf = take(sat_mul(nc_, g4));
       o_.hist = take(nc_ * detail::topk_buckets * 4);
       o_.cnt = take(nc_ * 4);
       o_.cpos = take(ld_ * 4);
@@ -312,10 +323,10 @@ class batch_step {
       o_.cand = take(ld_ * 8);
       o_.info = take(4 * 8);
     }
-    bstride_ = detail::align_up((g * d + 3 * g) * 4, 64);
-    o_.blocks = take(nb_ * bstride_);
+    bstride_ = detail::sat_align(sat_mul(sat_mul(g, detail::sat_add(d, 3)), 4), 64);
+    o_.blocks = take(sat_mul(nb_, bstride_));
     slot_bytes_ = at;
-    pstride_ = detail::align_up(g * detail::attend_block * 4, 64);
+    pstride_ = detail::sat_align(sat_mul(g4, detail::attend_block), 64);
   }
 
  public:
@@ -324,7 +335,9 @@ class batch_step {
 
   /// Scratch bytes for any nth <= max_threads.
   std::size_t workspace_bytes() const noexcept {
-    return slots_for(max_threads_) * slot_bytes_ + max_threads_ * pstride_ + 64;
+    return detail::sat_add(detail::sat_add(detail::sat_mul(slots_for(max_threads_), slot_bytes_),
+                                           detail::sat_mul(max_threads_, pstride_)),
+                           64);
   }
 
   /// Binds one step's inputs; call from one thread before the phases. view_of(b, h) returns

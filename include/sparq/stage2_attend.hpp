@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "detail/attend_kernel.hpp"
+#include "detail/size_math.hpp"
 #include "topk.hpp"
 #include "traffic.hpp"
 #include "paged_view.hpp"
@@ -38,7 +39,7 @@ inline std::size_t choose_positions(const float* sel, std::size_t S, std::size_t
 
 /// Scratch floats for attend_positions / dense attention of g heads of dimension d.
 constexpr std::size_t attend_scratch_floats(std::size_t g, std::size_t d) noexcept {
-  return g * d + 2 * g + g * detail::attend_block;
+  return detail::sat_mul(g, detail::sat_add(d, 2 + detail::attend_block));  // SIZE_MAX: too big
 }
 
 namespace detail {

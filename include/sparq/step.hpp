@@ -126,11 +126,15 @@ step_result step(const float* q, std::size_t group, paged_kv_head_view<const T> 
 namespace detail {
 inline void check_common(const float* q, std::size_t group, const float* out, std::size_t S,
                          std::size_t d) {
-  if (q == nullptr) fail("q is null");
-  if (out == nullptr) fail("out is null");
+  // Sizes first: a zero group often comes with an empty (null) q.
   if (group == 0) fail("group = 0; allowed: group >= 1 (query heads per KV head)");
   if (d == 0) fail("k.dim = 0; allowed: head_dim >= 1");
   if (S == 0) fail("k.length = 0; allowed: at least one cached position");
+  if (S > max_positions)
+    fail("k.length = ", S, "; allowed: <= max_positions (", max_positions,
+         ": positions are 32-bit)");
+  if (q == nullptr) fail("q is null");
+  if (out == nullptr) fail("out is null");
 }
 
 template <class KV, class Traffic>

@@ -24,6 +24,7 @@
 #include <limits>
 
 #include "detail/simd.hpp"
+#include "detail/size_math.hpp"
 #include "dtype.hpp"
 
 #if defined(__AVX512F__) && !defined(SPARQ_NO_SIMD)
@@ -425,9 +426,10 @@ inline std::size_t keep_best(const float* x, std::uint32_t* list, std::size_t m,
 }
 }  // namespace detail
 
-/// Scratch bytes `top_k` needs for n values.
+/// Scratch bytes `top_k` needs for n values (SIZE_MAX if that overflows size_t).
 constexpr std::size_t top_k_scratch_bytes(std::size_t n) noexcept {
-  return detail::topk_buckets * sizeof(std::uint32_t) + n * sizeof(std::uint64_t) + 64;
+  return detail::sat_add(detail::topk_buckets * sizeof(std::uint32_t) + 64,
+                         detail::sat_mul(n, sizeof(std::uint64_t)));
 }
 
 /// Writes the indices of the min(k, n) largest x[i] to out (ascending) and returns their

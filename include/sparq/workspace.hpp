@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "config.hpp"
+#include "detail/size_math.hpp"
 #include "stage2_attend.hpp"
 #include "topk.hpp"
 
@@ -31,28 +32,30 @@ struct step_layout {
   std::size_t a = 0, order = 0, i1 = 0, qs = 0, topk = 0, e = 0, mx = 0, z = 0, sel = 0,
               positions = 0, attend = 0, alpha = 0, lse = 0, bytes = 0;
 
+  // Sizes saturate at SIZE_MAX (absurd g, S or d then ask for more than any workspace).
   step_layout(std::size_t g, std::size_t S, std::size_t d, std::size_t r) noexcept {
-    ld = align_up(S, 16);
+    ld = sat_align(S, 16);
     std::size_t at = 0;
     auto take = [&](std::size_t n) {
       const std::size_t o = at;
-      at += align_up(n, 64);
+      at = sat_add(at, sat_align(n, 64));
       return o;
     };
-    a = take(d * 4);
-    order = take(d * 4);
-    i1 = take(r * 4);
-    qs = take(g * r * 4);
+    const std::size_t g4 = sat_mul(g, 4);
+    a = take(sat_mul(d, 4));
+    order = take(sat_mul(d, 4));
+    i1 = take(sat_mul(r, 4));
+    qs = take(sat_mul(g4, r));
     topk = take(top_k_scratch_bytes(S > d ? S : d));
-    e = take(g * ld * 4);
-    mx = take(g * 4);
-    z = take(g * 4);
-    sel = take(S * 4);
-    positions = take(S * 4);
-    attend = take(attend_scratch_floats(g, d) * 4);
-    alpha = take(g * 4);
-    lse = take(g * 4);
-    bytes = at + 64;  // slack for aligning the caller's base
+    e = take(sat_mul(g4, ld));
+    mx = take(g4);
+    z = take(g4);
+    sel = take(sat_mul(S, 4));
+    positions = take(sat_mul(S, 4));
+    attend = take(sat_mul(attend_scratch_floats(g, d), 4));
+    alpha = take(g4);
+    lse = take(g4);
+    bytes = sat_add(at, 64);  // slack for aligning the caller's base
   }
 };
 
@@ -64,15 +67,17 @@ inline unsigned char* align64(void* p) noexcept {
 }  // namespace detail
 
 /// Scratch bytes for one SparQ step of a KV group of `group` query heads over at most
-/// `max_length` positions of head dimension `head_dim`.
+/// `max_length` positions of head dimension `head_dim` (SIZE_MAX if that overflows size_t).
 inline std::size_t step_workspace_bytes(std::size_t group, std::size_t max_length,
                                         std::size_t head_dim, const config& cfg) noexcept {
   return detail::step_layout(group, max_length, head_dim, cfg.rank).bytes;
 }
 
-/// Scratch bytes for one dense step of `group` query heads of dimension `head_dim`.
+/// Scratch bytes for one dense step of `group` query heads of dimension `head_dim` (SIZE_MAX
+/// if that overflows size_t).
 constexpr std::size_t dense_workspace_bytes(std::size_t group, std::size_t head_dim) noexcept {
-  return attend_scratch_floats(group, head_dim) * sizeof(float) + 64;
+  return detail::sat_add(detail::sat_mul(attend_scratch_floats(group, head_dim), sizeof(float)),
+                         64);
 }
 
 }  // namespace sparq

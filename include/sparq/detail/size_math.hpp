@@ -1,0 +1,48 @@
+#pragma once
+/// \file detail/size_math.hpp
+/// Size arithmetic that cannot wrap: the workspace planners saturate at SIZE_MAX (they are
+/// noexcept; a saturated size then fails the caller's workspace check with a clear message),
+/// and the constructors that allocate throw sparq::error naming what overflowed.
+
+#include <cstddef>
+#include <limits>
+#include <sstream>
+
+#include "../error.hpp"
+
+namespace sparq::detail {
+
+inline constexpr std::size_t size_max = std::numeric_limits<std::size_t>::max();
+
+/// a * b, or SIZE_MAX when the product does not fit.
+constexpr std::size_t sat_mul(std::size_t a, std::size_t b) noexcept {
+  return b != 0 && a > size_max / b ? size_max : a * b;
+}
+/// a + b, or SIZE_MAX when the sum does not fit.
+constexpr std::size_t sat_add(std::size_t a, std::size_t b) noexcept {
+  return a > size_max - b ? size_max : a + b;
+}
+/// n rounded up to a multiple of a (a >= 1), or SIZE_MAX when that does not fit.
+constexpr std::size_t sat_align(std::size_t n, std::size_t a) noexcept {
+  return n > size_max - (a - 1) ? size_max : (n + a - 1) / a * a;
+}
+
+/// The product of n..., or throws sparq::error "<what> = <n x ...> overflows size_t".
+template <class... N>
+std::size_t checked_product(const char* what, N... n) {
+  const std::size_t f[] = {static_cast<std::size_t>(n)...};
+  std::size_t p = 1;
+  bool over = false;
+  for (const std::size_t x : f) {
+    over = over || (x != 0 && p > size_max / x);
+    p = over ? 0 : p * x;
+  }
+  if (over) {
+    std::ostringstream os;
+    for (std::size_t i = 0; i < sizeof...(N); ++i) os << (i ? " x " : "") << f[i];
+    fail(what, " = ", os.str(), " overflows size_t");
+  }
+  return p;
+}
+
+}  // namespace sparq::detail
