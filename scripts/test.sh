@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The test command: installs missing dependencies, then
 #   1. Release build (native SIMD tier) + all tests,
-#   2. Debug build with AddressSanitizer + UndefinedBehaviorSanitizer + all tests, and a
-#      ThreadSanitizer build of the threaded tests,
-#   3. consumer projects: find_package(sparq) after install, and add_subdirectory,
-#   4. the other SIMD tiers (x86-64-v3 = AVX2, x86-64 = SSE2, scalar, and aarch64 NEON
+#   2. Debug build with AddressSanitizer + UndefinedBehaviorSanitizer + all tests,
+#   3. a ThreadSanitizer build of the threaded tests,
+#   4. consumer projects: find_package(sparq) after install, and add_subdirectory,
+#   5. the other SIMD tiers (x86-64-v3 = AVX2, x86-64 = SSE2, scalar, and aarch64 NEON
 #      cross-built and run under qemu-user) build and pass the tier-dependent tests; the AVX2
 #      binaries contain no AVX-512 instruction (checked by disassembly),
-#   5. libFuzzer targets (clang, ASan + UBSan), SPARQ_FUZZ_SECONDS each (default 60),
-#   6. clang-tidy over every public header (check set in .clang-tidy).
+#   6. libFuzzer targets (clang, ASan + UBSan), SPARQ_FUZZ_SECONDS each (default 60),
+#   7. clang-tidy over every public header (check set in .clang-tidy).
 # Usage: bash scripts/test.sh        (build trees go to ./_build/)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

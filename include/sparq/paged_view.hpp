@@ -14,7 +14,7 @@
 ///
 /// so a Kt page holds P columns ([d][P], dim_stride >= P) and stage 1 streams r runs of P
 /// elements per page. Choose P * sizeof(T) >= 64 bytes for stage 1 to read whole cache lines
-/// (the benchmark `sparq-bench-kernels --benchmark_filter=paged` measures the cost of P).
+/// (`sparq-bench-paged` measures the cost of P against a contiguous cache; docs/paged.md).
 /// `data` points at page 0 of the pool *for this head*; page_pool adds the head offset.
 ///
 /// page_table is the FlashInfer description of a batch (indptr / indices / last_page_len);
