@@ -25,7 +25,8 @@
 /// order or tree shape.
 ///
 /// An empty segment has lse = -inf (Z = 0; that is what dense_step / attend_positions return
-/// for n = 0). Its out is ignored, even if it holds NaN: merging with it returns the other
+/// for n = 0; checked_dense_step rejects S = 0, so an engine with possibly empty segments
+/// calls the unchecked dense_step for them, or skips them: merging is then a no-op). Its out is ignored, even if it holds NaN: merging with it returns the other
 /// state unchanged (bit for bit). Merging two empty segments gives out = 0, lse = -inf.
 /// A NaN lse propagates NaN to out and lse. lse = +inf is not a valid state.
 ///
