@@ -9,10 +9,12 @@
 #include <sparq/parallel.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstddef>
+#include <cstring>
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -24,8 +26,56 @@
 
 namespace sparq_bench {
 
-/// The command line the benchmark programs take: [--quick] [--json FILE] [--threads N], and
-/// [--dtype f16|f32|bf16] (the KV storage type) where the program offers it.
+/// The most threads the benchmark programs accept (--threads N: 1..max_threads).
+inline constexpr std::size_t max_threads = 1024;
+
+/// An unsigned decimal option value in [lo, hi]: digits only (no sign, no spaces, nothing
+/// after them); false otherwise, `out` untouched.
+inline bool parse_uint(const char* s, std::size_t lo, std::size_t hi, std::size_t& out) {
+  if (s == nullptr || *s < '0' || *s > '9') return false;
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(s, &end, 10);
+  if (errno == ERANGE || *end != '\0' || v < lo || v > hi) return false;
+  out = static_cast<std::size_t>(v);
+  return true;
+}
+
+/// parse_uint for option `name` of program `prog`; on failure prints
+/// "prog: name value: allowed: an integer from lo to hi".
+inline bool parse_uint_option(const char* prog, const char* name, const char* s, std::size_t lo,
+                              std::size_t hi, std::size_t& out) {
+  if (parse_uint(s, lo, hi, out)) return true;
+  std::fprintf(stderr, "%s: %s %s: allowed: an integer from %zu to %zu\n", prog, name, s, lo, hi);
+  return false;
+}
+
+/// The JSON file named by --json, opened for writing before anything is measured (so a bad
+/// path fails at once, not after the run); null (message printed) if it cannot be.
+struct file_close {
+  void operator()(std::FILE* f) const noexcept { std::fclose(f); }
+};
+using file_ptr = std::unique_ptr<std::FILE, file_close>;
+inline file_ptr open_json(const char* prog, const std::string& path) {
+  file_ptr f(std::fopen(path.c_str(), "w"));
+  if (!f) std::fprintf(stderr, "%s: --json %s: cannot open for writing: %s\n", prog, path.c_str(),
+                       std::strerror(errno));
+  return f;
+}
+
+/// Closes a JSON file from open_json; false (message printed) if writing it failed.
+inline bool close_json(const char* prog, const std::string& path, file_ptr f) {
+  const bool ok = !std::ferror(f.get());
+  if (std::fclose(f.release()) != 0 || !ok) {
+    std::fprintf(stderr, "%s: --json %s: write failed\n", prog, path.c_str());
+    return false;
+  }
+  return true;
+}
+
+/// The command line the benchmark programs take: [--quick] [--json FILE] [--threads N]
+/// (N: 1..max_threads), and [--dtype f16|f32|bf16] (the KV storage type) where the program
+/// offers it.
 struct options {
   bool quick = false;
   std::string json;
@@ -36,15 +86,27 @@ struct options {
 
 inline options parse_options(int argc, char** argv, bool with_dtype = false) {
   options o;
+  auto usage = [&](int code) {
+    std::fprintf(code ? stderr : stdout, "usage: %s [--quick] [--json FILE] [--threads N]%s\n",
+                 argv[0], with_dtype ? " [--dtype f16|f32|bf16]" : "");
+    o.exit_code = code;
+    return o;
+  };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    const bool takes_value = a == "--json" || a == "--threads" || (with_dtype && a == "--dtype");
+    if (takes_value && i + 1 >= argc) {
+      std::fprintf(stderr, "%s: %s needs a value\n", argv[0], a.c_str());
+      return usage(2);
+    }
     if (a == "--quick") {
       o.quick = true;
-    } else if (a == "--json" && i + 1 < argc) {
+    } else if (a == "--json") {
       o.json = argv[++i];
-    } else if (a == "--threads" && i + 1 < argc) {
-      o.threads = static_cast<std::size_t>(std::max(1L, std::strtol(argv[++i], nullptr, 10)));
-    } else if (with_dtype && a == "--dtype" && i + 1 < argc) {
+    } else if (a == "--threads") {
+      if (!parse_uint_option(argv[0], "--threads", argv[++i], 1, max_threads, o.threads))
+        return usage(2);
+    } else if (with_dtype && a == "--dtype") {
       o.dtype = argv[++i];
       if (o.dtype != "f16" && o.dtype != "f32" && o.dtype != "bf16") {
         std::fprintf(stderr, "%s: --dtype %s: allowed: f16, f32, bf16\n", argv[0], o.dtype.c_str());
@@ -52,10 +114,8 @@ inline options parse_options(int argc, char** argv, bool with_dtype = false) {
         return o;
       }
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--json FILE] [--threads N]%s\n", argv[0],
-                   with_dtype ? " [--dtype f16|f32|bf16]" : "");
-      o.exit_code = a == "--help" || a == "-h" ? 0 : 2;
-      return o;
+      if (a != "--help" && a != "-h") std::fprintf(stderr, "%s: unknown option %s\n", argv[0], a.c_str());
+      return usage(a == "--help" || a == "-h" ? 0 : 2);
     }
   }
   return o;

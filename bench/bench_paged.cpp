@@ -11,6 +11,7 @@
 // drift hits them alike. Reported: us per step and the ratio paged / contiguous.
 //
 // Usage: sparq-bench-paged [--quick] [--threads N] [--json FILE]
+// (N: 1..1024; FILE is opened before anything is measured; bad values exit 2.)
 
 #include "bench_harness.hpp"
 
@@ -61,6 +62,9 @@ int main(int argc, char** argv) {
   const bool quick = opt.quick;
   const std::string json = opt.json;
   const std::size_t nth = opt.threads;
+  // --json: opened now, so a path that cannot be written fails before the run, not after it.
+  file_ptr json_file;
+  if (!json.empty() && !(json_file = open_json(argv[0], json))) return 2;
   sparq::thread_pool pool(nth);
   const std::size_t rotate = default_rotation_bytes(std::size_t{256} << 20);
   const double budget = quick ? 0.2 : 1.0;
@@ -143,11 +147,7 @@ int main(int argc, char** argv) {
   std::printf("\ndense_x / sparq_x: paged time / contiguous time measured in the same rounds "
               "(> 1: paging costs).\n");
   if (!json.empty()) {
-    std::FILE* f = std::fopen(json.c_str(), "w");
-    if (!f) {
-      std::fprintf(stderr, "sparq-bench-paged: cannot write %s\n", json.c_str());
-      return 1;
-    }
+    std::FILE* f = json_file.get();
     std::fprintf(f, "{\"threads\": %zu, \"cpu\": \"%s\", \"cases\": [", nth, cpu_model().c_str());
     for (std::size_t i = 0; i < rows.size(); ++i)
       std::fprintf(f, "%s\n  {\"seq_len\": %zu, \"page_size\": %zu, \"dense_us\": %.3f, "
@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
                    i ? "," : "", rows[i].S, rows[i].P, rows[i].dense_us, rows[i].sparq_us,
                    rows[i].flat_dense_us, rows[i].flat_sparq_us);
     std::fprintf(f, "\n]}\n");
-    std::fclose(f);
+    if (!close_json(argv[0], json, std::move(json_file))) return 1;
   }
   return 0;
 }

@@ -18,6 +18,7 @@
 //
 // Usage: prof-phases [--S N] [--threads N] [--steps N] [--f32] [--hot] [--rotate MiB]
 //                    [--only sparq|dense] [--thp]
+// (S: 16..2^22, threads: 1..1024, steps: 1..10^6, rotate: 1..2^24 MiB; bad values exit 2.)
 // --only sparq skips dense, --only dense skips SparQ and its roofs; --thp backs K, Kt, V with transparent huge pages (madvise).
 
 #include <sparq/parallel.hpp>
@@ -32,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <random>
 #include <string>
@@ -45,6 +47,9 @@ using clk = std::chrono::steady_clock;
 constexpr std::size_t d = 128, q_heads = 32, H = 8, g = q_heads / H, rank = 16;
 
 bool g_thp = false;  // --thp: back K, Kt, V with transparent huge pages (madvise)
+// Command-line bounds: S >= 16 gives k = S/16 >= 1; S = 2^22 is 24 GiB a copy at f16.
+constexpr std::size_t max_seq = std::size_t{1} << 22, max_steps = 1000000,
+                      max_rotate_mib = std::size_t{1} << 24;
 
 using sparq_bench::aligned_array;
 template <class T>
@@ -399,27 +404,54 @@ int run(std::size_t S, std::size_t nth, int steps, bool hot, std::size_t rotate_
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::size_t S = 65536, nth = 2, rot = 1024;
-  int steps = 30;
+  std::size_t S = 65536, nth = 2, rot = 1024, steps = 30;
   bool f32 = false, hot = false;
   std::string only;
+  const char* prog = argv[0];
+  auto usage = [&](int code) {
+    std::fprintf(code ? stderr : stdout,
+                 "usage: %s [--S N] [--threads N] [--steps N] [--f32] [--hot] [--rotate MiB] "
+                 "[--only sparq|dense] [--thp]\n  --S 16..%zu (k = S/16), --threads 1..%zu, "
+                 "--steps 1..%zu, --rotate 1..%zu MiB\n",
+                 prog, max_seq, sparq_bench::max_threads, max_steps, max_rotate_mib);
+    return code;
+  };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() { return i + 1 < argc ? std::strtoul(argv[++i], nullptr, 10) : 0ul; };
-    if (a == "--S") S = next();
-    else if (a == "--threads") nth = next();
-    else if (a == "--steps") steps = static_cast<int>(next());
-    else if (a == "--rotate") rot = next();
+    if (a == "-h" || a == "--help") return usage(0);
+    const bool takes_value = a == "--S" || a == "--threads" || a == "--steps" ||
+                             a == "--rotate" || a == "--only";
+    if (takes_value && i + 1 >= argc) {
+      std::fprintf(stderr, "%s: %s needs a value\n", prog, a.c_str());
+      return usage(2);
+    }
+    // A number in [lo, hi] after option a (message printed when it is not).
+    auto number = [&](std::size_t lo, std::size_t hi, std::size_t& out) {
+      return sparq_bench::parse_uint_option(prog, a.c_str(), argv[++i], lo, hi, out);
+    };
+    bool ok = true;
+    if (a == "--S") ok = number(16, max_seq, S);
+    else if (a == "--threads") ok = number(1, sparq_bench::max_threads, nth);
+    else if (a == "--steps") ok = number(1, max_steps, steps);
+    else if (a == "--rotate") ok = number(1, max_rotate_mib, rot);
     else if (a == "--f32") f32 = true;
     else if (a == "--hot") hot = true;
     else if (a == "--thp") g_thp = true;
-    else if (a == "--only" && i + 1 < argc) only = argv[++i];
-    else {
-      std::fprintf(stderr, "usage: %s [--S N] [--threads N] [--steps N] [--f32] [--hot] "
-                           "[--rotate MiB] [--only sparq|dense] [--thp]\n", argv[0]);
-      return 2;
+    else if (a == "--only") {
+      only = argv[++i];
+      ok = only == "sparq" || only == "dense";
+      if (!ok) std::fprintf(stderr, "%s: --only %s: allowed: sparq, dense\n", prog, only.c_str());
+    } else {
+      std::fprintf(stderr, "%s: unknown option %s\n", prog, a.c_str());
+      ok = false;
     }
+    if (!ok) return usage(2);
   }
-  return f32 ? run<float>(S, nth, steps, hot, rot, only)
-             : run<sparq::f16>(S, nth, steps, hot, rot, only);
+  try {
+    const int n = static_cast<int>(steps);
+    return f32 ? run<float>(S, nth, n, hot, rot, only) : run<sparq::f16>(S, nth, n, hot, rot, only);
+  } catch (const std::exception& e) {  // sparq::error (a bad size) or bad_alloc
+    std::fprintf(stderr, "%s: %s\n", prog, e.what());
+    return 1;
+  }
 }

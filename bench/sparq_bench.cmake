@@ -9,6 +9,14 @@ if(SPARQ_BUILD_TESTS AND NOT SPARQ_TESTS_ONLY)
   add_test(NAME sparq_bench_rejects_unknown_dtype COMMAND sparq-bench --dtype f64)
   set_tests_properties(sparq_bench_rejects_unknown_dtype PROPERTIES
                        PASS_REGULAR_EXPRESSION "--dtype f64: allowed: f16, f32, bf16")
+  add_test(NAME sparq_bench_rejects_bad_threads COMMAND sparq-bench --threads abc)
+  set_tests_properties(sparq_bench_rejects_bad_threads PROPERTIES
+                       PASS_REGULAR_EXPRESSION "--threads abc: allowed: an integer from 1 to 1024")
+  # An unwritable --json fails before anything is measured (a --quick run takes ~20-40 s).
+  add_test(NAME sparq_bench_rejects_unwritable_json
+           COMMAND sparq-bench --quick --json ${CMAKE_BINARY_DIR}/no-such-dir/x.json)
+  set_tests_properties(sparq_bench_rejects_unwritable_json PROPERTIES TIMEOUT 15
+                       PASS_REGULAR_EXPRESSION "no-such-dir/x.json: cannot open for writing")
   # The main job's --quick run (~30 s, 2 GiB): its JSON has issue 3's keys and cases, and its
   # derived numbers agree with the times and bytes (tests/check_bench_json.py; never a speed).
   find_program(SPARQ_PYTHON3 python3)

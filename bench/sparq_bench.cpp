@@ -25,6 +25,7 @@
 // plain loop).
 //
 // Usage: sparq-bench [--quick] [--json FILE] [--threads N] [--dtype f16|f32|bf16]
+// (N: 1..1024; FILE is opened before anything is measured; bad values exit 2.)
 
 #include "bench_harness.hpp"
 
@@ -223,6 +224,9 @@ int main(int argc, char** argv) {
   const bool quick = opt.quick;
   const std::string json = opt.json;
   const std::size_t nth = opt.threads;
+  // --json: opened now, so a path that cannot be written fails before the run, not after it.
+  file_ptr json_file;
+  if (!json.empty() && !(json_file = open_json(argv[0], json))) return 2;
 
   sparq::thread_pool pool(nth);
   const std::size_t llc = llc_bytes();
@@ -317,11 +321,7 @@ int main(int argc, char** argv) {
   std::printf("\n");
 
   if (!json.empty()) {
-    std::FILE* f = std::fopen(json.c_str(), "w");
-    if (!f) {
-      std::fprintf(stderr, "sparq-bench: cannot write %s\n", json.c_str());
-      return 1;
-    }
+    std::FILE* f = json_file.get();
     std::fprintf(f,
                  "{\"roof_gbps\": %.3f, \"roof_cpu_gbps\": %.3f, \"threads\": %zu, \"cpu\": "
                  "\"%s\", \"cases\": [",
@@ -350,7 +350,7 @@ int main(int argc, char** argv) {
                    r.dense_pattern_us / r.dense_us, r.unsteady() ? "true" : "false");
     }
     std::fprintf(f, "\n]}\n");
-    std::fclose(f);
+    if (!close_json(argv[0], json, std::move(json_file))) return 1;
   }
   return 0;
 }

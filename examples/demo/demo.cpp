@@ -3,12 +3,15 @@
 // sparq::traffic_counter, i.e. what the kernels actually touched).
 //
 // Usage: sparq-demo [--seq-len S] [--rank r] [--top-k k] [--local l] [--group g] [--dtype f32|f16|bf16]
+// (S: 1..2^20, k: 1..2^20, l: 0..2^20, r: 1..128 (d), g: 1..1024; bad values exit 2, -h exits 0.)
 #include <sparq/sparq.hpp>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,29 +23,49 @@ struct options {
   std::string dtype = "f16";
 };
 
-[[noreturn]] void usage(const char* msg) {
-  std::fprintf(stderr, "sparq-demo: %s\nusage: sparq-demo [--seq-len S] [--rank r] [--top-k k] "
-               "[--local l] [--group g] [--dtype f32|f16|bf16]\n", msg);
+constexpr const char* usage_text =
+    "usage: sparq-demo [--seq-len S] [--rank r] [--top-k k] [--local l] [--group g] "
+    "[--dtype f32|f16|bf16]\n";
+// Bounds of the numeric options; past them the demo's buffers would be absurd (S = 2^20 is
+// 1.5 GiB of f32 K, Kt, V and about a minute of setup). rank is at most d; top-k and local
+// are checked further by config::validate.
+constexpr std::size_t max_seq_len = std::size_t{1} << 20, max_group = 1024;
+
+[[noreturn]] void usage(const std::string& msg) {
+  std::fprintf(stderr, "sparq-demo: %s\n%s", msg.c_str(), usage_text);
   std::exit(2);
+}
+
+// The value of option `name`: an unsigned decimal in [lo, hi] (digits only), else usage().
+std::size_t parse_count(const std::string& name, const char* v, std::size_t lo, std::size_t hi) {
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long n = *v >= '0' && *v <= '9' ? std::strtoull(v, &end, 10) : 0;
+  if (end == nullptr || *end != '\0' || errno == ERANGE || n < lo || n > hi)
+    usage(name + " " + v + ": allowed: an integer from " + std::to_string(lo) + " to " +
+          std::to_string(hi));
+  return static_cast<std::size_t>(n);
 }
 
 options parse(int argc, char** argv) {
   options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (i + 1 >= argc) usage(("missing value after " + a).c_str());
+    if (a == "-h" || a == "--help") {
+      std::fputs(usage_text, stdout);
+      std::exit(0);
+    }
+    if (a != "--seq-len" && a != "--rank" && a != "--top-k" && a != "--local" &&
+        a != "--group" && a != "--dtype")
+      usage("unknown option " + a);
+    if (i + 1 >= argc) usage("missing value after " + a);
     const char* v = argv[++i];
-    char* end = nullptr;
-    const unsigned long n = std::strtoul(v, &end, 10);
-    const bool numeric = end && *end == '\0' && end != v;
     if (a == "--dtype") o.dtype = v;
-    else if (!numeric) usage(("expected a number after " + a).c_str());
-    else if (a == "--seq-len") o.seq_len = n;
-    else if (a == "--rank") o.rank = n;
-    else if (a == "--top-k") o.top_k = n;
-    else if (a == "--local") o.local = n;
-    else if (a == "--group") o.group = n;
-    else usage(("unknown option " + a).c_str());
+    else if (a == "--seq-len") o.seq_len = parse_count(a, v, 1, max_seq_len);
+    else if (a == "--rank") o.rank = parse_count(a, v, 1, o.head_dim);
+    else if (a == "--top-k") o.top_k = parse_count(a, v, 1, max_seq_len);
+    else if (a == "--local") o.local = parse_count(a, v, 0, max_seq_len);
+    else o.group = parse_count(a, v, 1, max_group);
   }
   if (o.dtype != "f32" && o.dtype != "f16" && o.dtype != "bf16")
     usage("--dtype must be f32, f16 or bf16");
@@ -118,5 +141,8 @@ int main(int argc, char** argv) {
   } catch (const sparq::error& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;
+  } catch (const std::exception& e) {  // e.g. bad_alloc: not enough memory for these sizes
+    std::fprintf(stderr, "sparq-demo: %s\n", e.what());
+    return 1;
   }
 }

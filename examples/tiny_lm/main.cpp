@@ -392,8 +392,13 @@ int main(int argc, char** argv) {
                                           ? "k=clamp(" + std::to_string(p.top_k_fraction).substr(0, 8) +
                                                 "*S, " + std::to_string(p.top_k_min) + ", S)"
                                           : "k=" + std::to_string(std::max(p.top_k, p.top_k_min));
-                const std::string l = settings.local >= 0 ? "l=" + std::to_string(settings.local)
-                                                          : "l=" + std::to_string(p.local_fraction).substr(0, 6) + "*k";
+                // A fixed --local is clamped to k (sparq_settings::resolve): with a fixed k that
+                // is the l every step uses (resolve(1): k does not depend on S then); with k
+                // from --top-k-frac, min(L, k) at each step.
+                const std::string l =
+                    settings.local < 0 ? "l=" + std::to_string(p.local_fraction).substr(0, 6) + "*k"
+                    : p.top_k_fraction > 0 ? "l=min(" + std::to_string(settings.local) + ", k)"
+                                           : "l=" + std::to_string(settings.resolve(1).local);
                 std::snprintf(buf, sizeof buf, " r=%zu %s %s reallocate=%s", p.rank, k.c_str(),
                               l.c_str(), p.reallocate ? "on" : "off");
                 name += buf;
