@@ -202,7 +202,9 @@ TEST(top_k_kernels, vector_loops_match_the_scalar_key_definitions) {
       if (s0 > n) continue;
       for (std::uint32_t lo : los) {
         std::vector<std::uint32_t> got(n - s0 + 1, 0xdeadbeefu), ref;
-        got.resize(sparq::detail::collect_key_at_least(x.data(), s0, n, lo, got.data()));
+        const std::size_t m = sparq::detail::collect_key_at_least(x.data(), s0, n, lo, got.data());
+        ASSERT_EQ(got[n - s0], 0xdeadbeefu) << "wrote past s1 - s0 entries: n=" << n << " s0=" << s0;
+        got.resize(m);
         for (std::size_t i = s0; i < n; ++i)
           if (order_key(x[i]) >= lo) ref.push_back(static_cast<std::uint32_t>(i));
         ASSERT_EQ(got, ref) << "n=" << n << " s0=" << s0 << " lo=" << lo;

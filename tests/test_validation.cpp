@@ -228,10 +228,12 @@ TEST(validation, sizes_past_size_t_or_32_bit_positions_are_rejected) {
   // kv_cache: capacity past 32-bit positions; an element count past size_t.
   EXPECT_SPARQ_ERROR(sparq::kv_cache<float>(1, 1, big, 4), "capacity");
   EXPECT_SPARQ_ERROR(sparq::kv_cache<float>(1, 1, past, 4), "max_positions");
-  EXPECT_SPARQ_ERROR(sparq::kv_cache<float>(big, big, 16, 4), "overflows size_t");
-  EXPECT_SPARQ_ERROR(sparq::kv_cache<sparq::f16>(1, 1, 16, big), "overflows size_t");
+  EXPECT_SPARQ_ERROR(sparq::kv_cache<float>(big, big, 16, 4), "more than the largest object");
+  EXPECT_SPARQ_ERROR(sparq::kv_cache<sparq::f16>(1, 1, 16, big), "more than the largest object");
   // paged_kv_cache: a pool past size_t; an append whose count wrapped (a negative int).
-  EXPECT_SPARQ_ERROR(sparq::paged_kv_cache<float>(1, big, 16, 16, 4), "overflows size_t");
+  EXPECT_SPARQ_ERROR(sparq::paged_kv_cache<float>(1, big, 16, 16, 4), "more than the largest object");
+  EXPECT_SPARQ_ERROR(sparq::paged_kv_cache<float>(big, 1, 16, 16, 4), "max_sequences");
+  EXPECT_SPARQ_ERROR(sparq::kv_cache<sparq::f16>(std::size_t{1} << 60, 1, 1, 1), "batch x sizeof(length)");
   sparq::paged_kv_cache<float> pool(1, 1, 4, 16, 4);
   const std::vector<float> kv(4, 1.0f);
   EXPECT_SPARQ_ERROR(pool.append(0, smax, kv.data(), kv.data()), "max_positions");
@@ -248,6 +250,10 @@ TEST(validation, sizes_past_size_t_or_32_bit_positions_are_rejected) {
   EXPECT_EQ(sparq::step_workspace_bytes(big, 1024, 128, cfg), smax);
   EXPECT_EQ(sparq::dense_workspace_bytes(big, 128), smax);
   EXPECT_EQ(sparq::top_k_scratch_bytes(smax / 4), smax);
+  EXPECT_LT(sparq::step_workspace_bytes(4, sparq::max_positions, 128, cfg), smax);
+  // A saturated plan cannot become a small buffer.
+  EXPECT_SPARQ_ERROR(sparq::workspace_buffer<>::for_step(4, smax, 128, cfg), "workspace_buffer");
+  EXPECT_SPARQ_ERROR(sparq::workspace_buffer<>(smax - 1), "workspace_buffer");
   // checked_step: a view longer than 32-bit positions is named before anything is read.
   setup s;
   auto kv_long = s.head.view();
@@ -260,9 +266,10 @@ TEST(validation, sizes_past_size_t_or_32_bit_positions_are_rejected) {
   sparq::config c = valid_config();
   EXPECT_SPARQ_ERROR(sparq::batch_step<float>(1, 1, 1, 64, 16, c, 0), "max_threads = 0");
   EXPECT_SPARQ_ERROR(sparq::batch_step<float>(1, 1, 1, past, 16, c, 1), "max_positions");
-  EXPECT_SPARQ_ERROR(sparq::batch_step<float>(big, big, 1, 64, 16, c, 1), "overflows size_t");
+  EXPECT_SPARQ_ERROR(sparq::batch_step<float>(big, big, 1, 64, 16, c, 1), "more than the largest object");
   EXPECT_GE(sparq::batch_step<float>(1, 1, big, 64, 16, c, 1).workspace_bytes(), smax);
   EXPECT_NO_THROW(sparq::batch_step<float>(1, 1, 1, 64, 16, c, 1));
+  EXPECT_NO_THROW(sparq::batch_step<float>(1, 1, 1, sparq::max_positions, 16, c, 1));
 }
 
 TEST(validation, checked_dense_step_names_bad_arguments) {

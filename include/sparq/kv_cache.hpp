@@ -68,8 +68,8 @@ class kv_cache {
   using float_alloc = typename std::allocator_traits<Alloc>::template rebind_alloc<float>;
 
  public:
-  /// Throws sparq::error if any size is zero, capacity exceeds max_positions, or the arrays'
-  /// sizes overflow size_t.
+  /// Throws sparq::error if any size is zero, capacity exceeds max_positions, or an array
+  /// would exceed the largest object (PTRDIFF_MAX bytes).
   kv_cache(std::size_t batch, std::size_t kv_heads, std::size_t capacity, std::size_t head_dim,
            bool keep_kt = true, const Alloc& alloc = Alloc())
       : batch_(checked_sizes(batch, kv_heads, capacity, head_dim)), heads_(kv_heads),
@@ -184,6 +184,7 @@ class kv_cache {
     if (head_dim == 0) detail::fail("kv_cache: head_dim = 0; allowed: >= 1");
     detail::checked_product("kv_cache: batch x kv_heads x capacity x head_dim x sizeof(T)", batch,
                             kv_heads, capacity, head_dim, sizeof(T));
+    detail::checked_product("kv_cache: batch x sizeof(length)", batch, sizeof(std::size_t));
     return batch;
   }
 

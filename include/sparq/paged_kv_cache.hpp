@@ -42,8 +42,8 @@ class paged_kv_cache {
   using float_alloc = typename std::allocator_traits<Alloc>::template rebind_alloc<float>;
 
  public:
-  /// page_size: a power of two. Throws sparq::error if a size is zero or out of range, or the
-  /// pool's size overflows size_t.
+  /// page_size: a power of two. Throws sparq::error if a size is zero or out of range, or an
+  /// array would exceed the largest object (PTRDIFF_MAX bytes).
   paged_kv_cache(std::size_t max_sequences, std::size_t kv_heads, std::size_t num_pages,
                  std::size_t page_size, std::size_t head_dim, bool keep_kt = true,
                  const Alloc& alloc = Alloc())
@@ -217,8 +217,10 @@ class paged_kv_cache {
     detail::page_bits_of(page_size, "paged_kv_cache: page_size");
     detail::checked_product("paged_kv_cache: num_pages x kv_heads x page_size x head_dim x sizeof(T)",
                             num_pages, kv_heads, page_size, head_dim, sizeof(T));
-    detail::checked_product("paged_kv_cache: max_sequences x kv_heads x head_dim (v_mean)",
+    detail::checked_product("paged_kv_cache: max_sequences x kv_heads x head_dim x sizeof(float) (v_mean)",
                             max_sequences, kv_heads, head_dim, sizeof(float));
+    detail::checked_product("paged_kv_cache: max_sequences x sizeof(block table)", max_sequences,
+                            sizeof(std::vector<std::int32_t>));
     return max_sequences;
   }
 

@@ -222,6 +222,9 @@ class batch_step {
   static constexpr int bucket_shift = 32 - detail::topk_bucket_bits;
 
  public:
+  /// Plans a step for up to `max_threads` threads (>= 1; a thread_pool's 0 for "all hardware
+  /// threads" is not accepted here: pass pool.size()). Throws sparq::error naming a size
+  /// that is zero, a capacity past max_positions, or arrays past the largest object.
   batch_step(std::size_t batch, std::size_t kv_heads, std::size_t group, std::size_t capacity,
              std::size_t head_dim, const config& cfg, std::size_t max_threads,
              batch_mode mode = batch_mode::sparq)
@@ -281,8 +284,8 @@ class batch_step {
                    " (max_positions: positions are 32-bit)");
     if (head_dim == 0) detail::fail("batch_step: head_dim = 0; allowed: >= 1");
     if (max_threads == 0) detail::fail("batch_step: max_threads = 0; allowed: >= 1");
-    detail::checked_product("batch_step: batch x kv_heads x sizeof(kv_head_view)", batch,
-                            kv_heads, sizeof(View));
+    detail::checked_product("batch_step: batch x kv_heads x sizeof(View)", batch, kv_heads,
+                            sizeof(View));
     return batch;
   }
 

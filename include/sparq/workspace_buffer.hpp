@@ -13,6 +13,8 @@
 
 #include "config.hpp"
 #include "counting_allocator.hpp"
+#include "detail/size_math.hpp"
+#include "error.hpp"
 #include "workspace.hpp"
 
 namespace sparq {
@@ -29,10 +31,12 @@ class workspace_buffer {
   using traits = std::allocator_traits<line_alloc>;
 
  public:
-  /// A buffer of at least `bytes` bytes (rounded up to whole 64-byte lines).
+  /// A buffer of at least `bytes` bytes (rounded up to whole 64-byte lines). Throws
+  /// sparq::error for more than the largest object (PTRDIFF_MAX bytes), e.g. the SIZE_MAX a
+  /// planner returns for sizes that overflow.
   explicit workspace_buffer(std::size_t bytes, const Alloc& alloc = Alloc())
       : alloc_(allocator_for_arena<line>(alloc, arena::scratch)),
-        lines_((bytes + sizeof(line) - 1) / sizeof(line)),
+        lines_(lines_for(bytes)),
         data_(lines_ ? traits::allocate(alloc_, lines_) : nullptr) {}
 
   /// Sized for one SparQ step of `group` heads over at most `max_length` positions.
@@ -45,6 +49,13 @@ class workspace_buffer {
   static workspace_buffer for_dense(std::size_t group, std::size_t head_dim,
                                     const Alloc& alloc = Alloc()) {
     return workspace_buffer(dense_workspace_bytes(group, head_dim), alloc);
+  }
+
+  static std::size_t lines_for(std::size_t bytes) {
+    if (bytes > detail::max_object_bytes)
+      detail::fail("workspace_buffer: bytes = ", bytes, "; allowed: <= ", detail::max_object_bytes,
+                   " (the largest object; a planner returns SIZE_MAX for sizes that overflow)");
+    return bytes / sizeof(line) + (bytes % sizeof(line) != 0);
   }
 
   workspace_buffer(workspace_buffer&& o) noexcept

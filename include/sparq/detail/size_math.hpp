@@ -2,9 +2,10 @@
 /// \file detail/size_math.hpp
 /// Size arithmetic that cannot wrap: the workspace planners saturate at SIZE_MAX (they are
 /// noexcept; a saturated size then fails the caller's workspace check with a clear message),
-/// and the constructors that allocate throw sparq::error naming what overflowed.
+/// and the constructors that allocate throw sparq::error naming what is too large.
 
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <sstream>
 
@@ -13,6 +14,9 @@
 namespace sparq::detail {
 
 inline constexpr std::size_t size_max = std::numeric_limits<std::size_t>::max();
+/// The largest object: std::vector and allocators refuse more bytes than this.
+inline constexpr std::size_t max_object_bytes =
+    static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max());
 
 /// a * b, or SIZE_MAX when the product does not fit.
 constexpr std::size_t sat_mul(std::size_t a, std::size_t b) noexcept {
@@ -27,20 +31,21 @@ constexpr std::size_t sat_align(std::size_t n, std::size_t a) noexcept {
   return n > size_max - (a - 1) ? size_max : (n + a - 1) / a * a;
 }
 
-/// The product of n..., or throws sparq::error "<what> = <n x ...> overflows size_t".
+/// The product of n... (a byte count: the last factor is usually a sizeof), or throws
+/// sparq::error "<what> = <n x ...> bytes: more than the largest object (PTRDIFF_MAX)".
 template <class... N>
 std::size_t checked_product(const char* what, N... n) {
   const std::size_t f[] = {static_cast<std::size_t>(n)...};
   std::size_t p = 1;
   bool over = false;
   for (const std::size_t x : f) {
-    over = over || (x != 0 && p > size_max / x);
+    over = over || (x != 0 && p > max_object_bytes / x);
     p = over ? 0 : p * x;
   }
   if (over) {
     std::ostringstream os;
     for (std::size_t i = 0; i < sizeof...(N); ++i) os << (i ? " x " : "") << f[i];
-    fail(what, " = ", os.str(), " overflows size_t");
+    fail(what, " = ", os.str(), " bytes: more than the largest object (PTRDIFF_MAX)");
   }
   return p;
 }
